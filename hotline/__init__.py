@@ -1,0 +1,1 @@
+"""The 96608 hotline's composition root, configuration and command line."""

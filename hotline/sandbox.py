@@ -1,0 +1,202 @@
+"""A sandboxed Asterisk 22: a cached Debian sid root, run with chroot in a private mount namespace.
+
+Debian bookworm has no Asterisk; sid has 22.x. `ensure_root()` debootstraps sid
+with asterisk once into a cache outside the work tree (the mirror is read from
+this machine's apt sources) and reuses it afterwards. `start()` bind-mounts the
+project's var/ directory into the root at the same absolute path, so config,
+prompts and recordings have one path for Asterisk and for the service, and the
+mounts vanish with the Asterisk process (private mount namespace).
+"""
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+READY_MARK = ".hotline-root-ready"
+PACKAGES = ("asterisk", "asterisk-core-sounds-en-wav")
+ASTERISK_MODULE_DIR = "/usr/lib/x86_64-linux-gnu/asterisk/modules"
+
+
+class SandboxError(RuntimeError):
+    """The sandbox could not be provisioned or Asterisk would not start."""
+
+
+def apt_mirror(sources_dir: Path = Path("/etc/apt")) -> str:
+    """The Debian mirror this machine's apt uses (never a hard-coded host).
+
+    Reads deb822 `*.sources` files and one-line `sources.list` entries and
+    returns the first URI that serves the main archive (not -security).
+    """
+    candidates: list[str] = []
+    for path in sorted((sources_dir / "sources.list.d").glob("*.sources")):
+        for stanza in path.read_text(errors="replace").split("\n\n"):
+            if re.search(r"^Enabled:\s*no", stanza, re.M | re.I):
+                continue
+            m = re.search(r"^URIs:\s*(.+)$", stanza, re.M)
+            if m and re.search(r"^Types:.*\bdeb\b", stanza, re.M):
+                candidates.extend(m.group(1).split())
+    lists = [sources_dir / "sources.list", *sorted((sources_dir / "sources.list.d").glob("*.list"))]
+    for path in lists:
+        if path.is_file():
+            for line in path.read_text(errors="replace").splitlines():
+                m = re.match(r"^\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)", line)
+                if m:
+                    candidates.append(m.group(1))
+    for uri in candidates:
+        if "security" not in uri and uri.rstrip("/").endswith("/debian"):
+            return uri
+    for uri in candidates:
+        if "security" not in uri:
+            return uri
+    raise SandboxError("no Debian mirror found in the apt sources; set HOTLINE_DEBIAN_MIRROR")
+
+
+def ensure_root(root: Path, mirror: str | None = None, log=print) -> Path:
+    """Provision the cached sid root with Asterisk unless it is already there. Idempotent."""
+    if (root / READY_MARK).exists():
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = root.parent / (root.name + ".lock")
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two processes provisioning at once wait here
+        if (root / READY_MARK).exists():
+            return root
+        if shutil.which("debootstrap") is None:
+            raise SandboxError("debootstrap is not installed (apt-get install debootstrap)")
+        mirror = mirror or apt_mirror()
+        staging = root.parent / (root.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        log(f"provisioning Asterisk sandbox in {root} from {mirror} (about a minute, once)")
+        cmd = [
+            "debootstrap", "--variant=minbase", "--include=" + ",".join(PACKAGES),
+            "sid", str(staging), mirror,
+        ]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            tail = "\n".join((result.stdout + result.stderr).splitlines()[-20:])
+            raise SandboxError(f"debootstrap failed ({result.returncode}):\n{tail}")
+        # Asterisk looks for /etc/asterisk at startup even with -C; keep it empty.
+        (staging / READY_MARK).write_text(mirror + "\n")
+        if root.exists():
+            shutil.rmtree(root)
+        staging.rename(root)
+    return root
+
+
+def asterisk_version(root: Path) -> str:
+    out = subprocess.run(["chroot", str(root), "asterisk", "-V"], capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+@dataclass
+class AsteriskProcess:
+    """One running sandboxed Asterisk; `stop()` ends it and its mounts."""
+
+    root: Path
+    instance_dir: Path
+    pid: int
+    log_file: Path
+
+    def alive(self) -> bool:
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        try:
+            # A zombie is not alive: reap it if it is our child.
+            done, _ = os.waitpid(self.pid, os.WNOHANG)
+            return done == 0
+        except ChildProcessError:
+            return _proc_state(self.pid) not in ("Z", None)
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        if not self.alive():
+            _remove(self.instance_dir / "asterisk.pid")
+            return
+        os.kill(self.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.alive():
+            time.sleep(0.1)
+        if self.alive():
+            os.kill(self.pid, signal.SIGKILL)
+            while self.alive():
+                time.sleep(0.05)
+        _remove(self.instance_dir / "asterisk.pid")
+
+
+def _proc_state(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def start_asterisk(root: Path, instance_dir: Path, mounts: list[Path]) -> AsteriskProcess:
+    """Start Asterisk in the background on the config in `instance_dir/etc`.
+
+    `mounts` are host directories made visible at the same path inside the root.
+    The process is its own session so it outlives the command that started it.
+    """
+    if os.geteuid() != 0:
+        raise SandboxError("the Asterisk sandbox needs root (chroot and mount namespaces)")
+    existing = running_asterisk(root, instance_dir)
+    if existing is not None:
+        return existing
+    conf = instance_dir / "etc" / "asterisk.conf"
+    if not conf.is_file():
+        raise SandboxError(f"{conf} is missing: render the config first")
+    lines = ["set -e"]
+    for host_dir in mounts:
+        host_dir = host_dir.resolve()
+        inner = root / str(host_dir).lstrip("/")
+        lines.append(f"mkdir -p {_sh(inner)} && mount --bind {_sh(host_dir)} {_sh(inner)}")
+    lines.append(f"mount -t proc proc {_sh(root / 'proc')}")
+    lines.append(f"exec chroot {_sh(root)} /usr/sbin/asterisk -f -n -C {_sh(conf)}")
+    log_file = instance_dir / "log" / "console.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as out:
+        proc = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", "\n".join(lines)],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    (instance_dir / "asterisk.pid").write_text(f"{proc.pid}\n")
+    return AsteriskProcess(root, instance_dir, proc.pid, log_file)
+
+
+def running_asterisk(root: Path, instance_dir: Path) -> AsteriskProcess | None:
+    """The Asterisk started earlier for this instance, if its pid is still Asterisk."""
+    try:
+        pid = int((instance_dir / "asterisk.pid").read_text())
+    except (OSError, ValueError):
+        return None
+    proc = AsteriskProcess(root, instance_dir, pid, instance_dir / "log" / "console.log")
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return proc if b"asterisk" in cmdline and proc.alive() else None
+
+
+def _sh(path: Path | str) -> str:
+    import shlex
+
+    return shlex.quote(str(path))

@@ -1,0 +1,1 @@
+"""Where recordings and prompt audio live: naming, prompt synthesis, durations."""
