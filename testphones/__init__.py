@@ -1,0 +1,1 @@
+"""Real SIP phones for tests and the demo: baresip driven over ctrl_tcp."""
