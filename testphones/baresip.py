@@ -74,12 +74,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def make_speech_wav(path: Path, seconds: int = 120) -> Path:
-    """A long 'voice' for the phone's microphone (baresip hangs up when it ends)."""
+def make_speech_wav(path: Path, bursts: int = 30) -> Path:
+    """A long 'voice' for the phone's microphone: 2 s of tone, 4 s of pause, repeated.
+
+    Long because baresip hangs up when the file ends; pauses because a
+    voicemail Record() ends on 3 s of silence, as it would after real speech.
+    """
     if not path.exists():
         subprocess.run(
-            ["sox", "-n", "-r", "8000", "-c", "1", "-b", "16", str(path), "synth", str(seconds),
-             "sine", "300-500", "tremolo", "3", "60", "vol", "0.3"],
+            ["sox", "-n", "-r", "8000", "-c", "1", "-b", "16", str(path), "synth", "2",
+             "sine", "300-500", "vol", "0.3", "pad", "0", "4", "repeat", str(bursts - 1)],
             check=True, capture_output=True,
         )
     return path

@@ -1,0 +1,299 @@
+"""`hotline`: run, inspect and exercise the 96608 hotline from the command line."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from hotline.config import HotlineConfig, load_config
+
+
+def _config(args: argparse.Namespace) -> HotlineConfig:
+    overrides = {}
+    if args.instance:
+        overrides["instance"] = args.instance
+    return load_config(Path(args.config) if args.config else None, **overrides)
+
+
+def _need_root() -> None:
+    if os.geteuid() != 0:
+        raise SystemExit("hotline: this needs root (debootstrap, chroot and mount namespaces).")
+
+
+# -- verbs --------------------------------------------------------------------
+def cmd_up(args, config: HotlineConfig) -> int:
+    from hotline import instance
+
+    _need_root()
+    print(f"preparing instance {config.instance!r} in {config.var_dir}")
+    instance.prepare(config)
+    if not args.no_demo:
+        instance.seed(config)
+        print("demo network loaded: teams, surgeons, shifts, partner hospitals")
+    instance.start_asterisk(config)
+    print(f"Asterisk running (SIP 127.0.0.1:{config.ports.sip}, AMI 127.0.0.1:{config.ports.ami})")
+    pid = instance.start_service(config)
+    print(f"hotline service running (pid {pid}, FastAGI {config.agi_host}:{config.ports.agi})")
+    print(f"""
+The 96608 hotline is up. Place a call through the real Asterisk:
+
+  hotline call --from 043188888888              # a partner hospital: straight to referral
+  hotline call --from 13912345678 --press 2     # a member of the public: replantation
+  hotline call --from 13912345678 --press 1 --surgeons ignore,accept   # primary misses, backup accepts
+
+Or use any SIP phone: sip:96608@127.0.0.1:{config.ports.sip}, user = your number,
+auth user 'caller', password in {config.instance_dir / 'sip.secret'}.
+
+  hotline cases            # the case records
+  hotline down             # stop Asterisk and the service
+Logs: {config.instance_dir / 'log'}""")
+    return 0
+
+
+def cmd_down(args, config: HotlineConfig) -> int:
+    from hotline import instance
+
+    service = instance.stop_service(config)
+    asterisk = instance.stop_asterisk(config)
+    print(f"service {'stopped' if service else 'was not running'}; "
+          f"Asterisk {'stopped' if asterisk else 'was not running'}")
+    return 0
+
+
+def cmd_status(args, config: HotlineConfig) -> int:
+    from hotline import instance, sandbox
+
+    ast = sandbox.running_asterisk(config.asterisk_root, config.instance_dir)
+    pid = instance.service_pid(config)
+    print(f"instance:  {config.instance} ({config.var_dir})")
+    print(f"database:  {_redact(config.db_url)}")
+    print(f"asterisk:  {'running, pid %d' % ast.pid if ast else 'stopped'}")
+    print(f"service:   {'running, pid %d' % pid if pid else 'stopped'}")
+    if ast:
+        print(f"channels:  {instance.channel_count(config)}")
+    return 0 if ast and pid else 3
+
+
+def cmd_sandbox(args, config: HotlineConfig) -> int:
+    from hotline import sandbox
+
+    _need_root()
+    root = sandbox.ensure_root(config.asterisk_root, config.debian_mirror or None)
+    print(f"{root}: {sandbox.asterisk_version(root)}")
+    return 0
+
+
+def cmd_render(args, config: HotlineConfig) -> int:
+    from hotline import instance
+
+    etc = instance.render(config)
+    print(f"rendered Asterisk config into {etc}")
+    if args.reload:
+        print("\n".join(instance.ami_command(config, "dialplan reload")))
+    return 0
+
+
+def cmd_prompts(args, config: HotlineConfig) -> int:
+    from ivr.menu import load_menu
+    from recordings.prompts import generate_prompts
+
+    written = generate_prompts(load_menu(config.menu_file).prompts, config.prompts_dir)
+    print(f"{len(written)} prompt files written to {config.prompts_dir} (unchanged ones kept)")
+    return 0
+
+
+def cmd_db(args, config: HotlineConfig) -> int:
+    from db.session import migrate
+    from hotline import instance
+
+    migrate(config.db_url)
+    print(f"database at head: {_redact(config.db_url)}")
+    if args.seed_demo:
+        instance.seed(config)
+        print("demo network loaded")
+    return 0
+
+
+def cmd_serve(args, config: HotlineConfig) -> int:
+    from hotline.service import HotlineService
+
+    logging.basicConfig(level=config.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(HotlineService(config).run_forever())
+    return 0
+
+
+def cmd_asterisk(args, config: HotlineConfig) -> int:
+    from hotline import instance
+
+    print("\n".join(instance.ami_command(config, " ".join(args.command))))
+    return 0
+
+
+def cmd_call(args, config: HotlineConfig) -> int:
+    from db.repo import CaseRepository, RosterRepository
+    from db.session import make_engine
+    from ivr.menu import load_menu
+    from testphones.scenario import place_call
+
+    menu = load_menu(config.menu_file)
+    engine = make_engine(config.db_url)
+    now = datetime.now(timezone.utc)
+    roster = RosterRepository(engine).load(now - timedelta(days=1), now + timedelta(days=1))
+    numbers = [s.phone for s in roster.surgeons.values()] + [menu.duty_nurse_number]
+    surgeons = [s.strip() for s in args.surgeons.split(",") if s.strip()]
+    started = datetime.now(timezone.utc)
+    with tempfile.TemporaryDirectory(prefix="hotline-call-") as tmp:
+        result = place_call(
+            workdir=Path(tmp), sip_port=config.ports.sip, number=menu.number,
+            password=config.sip_secret(), caller_number=args.from_number, press=args.press,
+            surgeon_port=config.ports.surgeon_phones, surgeon_numbers=numbers,
+            surgeons=surgeons, talk_s=args.talk, timeout_s=args.timeout,
+        )
+    print(result.caller_closed or "call over")
+    case = _wait_case(CaseRepository(engine), args.from_number, started)
+    engine.dispose()
+    if case is None:
+        print("no finished case record found (is the service running? `hotline status`)")
+        return 1
+    _print_case(case)
+    return 0
+
+
+def cmd_cases(args, config: HotlineConfig) -> int:
+    from db.repo import CaseRepository
+    from db.session import make_engine
+
+    engine = make_engine(config.db_url)
+    repo = CaseRepository(engine)
+    if args.case_id:
+        case = repo.get(args.case_id)
+        if case is None:
+            print(f"no case {args.case_id!r}")
+            return 1
+        _print_case(case)
+    else:
+        for case in repo.recent(args.limit):
+            local = case.started_at.astimezone(_tz())
+            print(f"{case.case_id}  {local:%m-%d %H:%M:%S}  {case.caller.raw_safe or '-':>16}  "
+                  f"{case.caller.caller_class.value:9}  {case.team or '-':9}  {case.outcome}")
+    engine.dispose()
+    return 0
+
+
+# -- helpers ------------------------------------------------------------------
+def _tz():
+    from zoneinfo import ZoneInfo
+
+    from oncall.model import HOTLINE_TZ
+
+    return ZoneInfo(HOTLINE_TZ)
+
+
+def _wait_case(repo, number: str, since: datetime, timeout_s: float = 15.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for case in repo.recent(20):
+            if (case.started_at >= since - timedelta(seconds=2) and case.ended_at is not None
+                    and case.caller.raw_safe == number):
+                if case.connected_seq is None or case.recording_path or time.monotonic() > deadline - 8:
+                    return case
+        time.sleep(0.5)
+    return None
+
+
+def _print_case(case) -> None:
+    from cases.lifecycle import timeline
+
+    tz = _tz()
+    print(f"\ncase {case.case_id}  (linkedid {case.linkedid})")
+    print(f"  caller   {case.caller.raw_safe or '-'}  [{case.caller.caller_class.value}]"
+          + (f"  partner hospital #{case.caller.hospital_id}" if case.caller.hospital_id else ""))
+    print(f"  team     {case.team or '-'}   language {case.language}")
+    print(f"  outcome  {case.outcome}   hang-up by {case.hangup_by or '-'}")
+    if case.recording_path:
+        print(f"  recording {case.recording_path} ({case.recording_s}s)")
+    if case.voicemail_path:
+        print(f"  voicemail {case.voicemail_path}")
+    print("  timeline:")
+    for entry in timeline(case):
+        print(f"    {entry.at.astimezone(tz):%H:%M:%S}  {entry.kind:10} {entry.detail}")
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hotline",
+        description="96608 急诊创伤整形修复热线 — emergency trauma & plastic-surgery hotline.",
+    )
+    parser.add_argument("--config", help="TOML config file (default: $HOTLINE_CONFIG)")
+    parser.add_argument("--instance", help="instance name (default: demo; $HOTLINE_INSTANCE)")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    p = sub.add_parser("up", help="provision the sandbox, load the demo network, start Asterisk and the service")
+    p.add_argument("--no-demo", action="store_true", help="do not load the demo network")
+    p.set_defaults(func=cmd_up)
+    sub.add_parser("down", help="stop the service and Asterisk").set_defaults(func=cmd_down)
+    sub.add_parser("status", help="show what is running").set_defaults(func=cmd_status)
+    sub.add_parser("sandbox", help="provision (or check) the cached Debian sid root with Asterisk 22"
+                   ).set_defaults(func=cmd_sandbox)
+    p = sub.add_parser("render", help="render the Asterisk config and dialplan from the menu config")
+    p.add_argument("--reload", action="store_true", help="reload the running dialplan afterwards")
+    p.set_defaults(func=cmd_render)
+    sub.add_parser("prompts", help="synthesise prompt audio from the menu's texts (espeak-ng)"
+                   ).set_defaults(func=cmd_prompts)
+    p = sub.add_parser("db", help="migrate the database to the latest schema")
+    p.add_argument("--seed-demo", action="store_true", help="also load the demo network")
+    p.set_defaults(func=cmd_db)
+    sub.add_parser("serve", help="run the hotline service in the foreground (FastAGI + AMI)"
+                   ).set_defaults(func=cmd_serve)
+    p = sub.add_parser("asterisk", help="run an Asterisk CLI command, e.g. `hotline asterisk core show channels`")
+    p.add_argument("command", nargs="+")
+    p.set_defaults(func=cmd_asterisk)
+    p = sub.add_parser("call", help="place a real SIP call to 96608 with test phones and print the case")
+    p.add_argument("--from", dest="from_number", required=True, help="the caller's number (caller ID)")
+    p.add_argument("--press", default="", help="menu keys the caller presses, e.g. 2")
+    p.add_argument("--surgeons", default="accept",
+                   help="what each ringing phone does, in order: accept, decline, no-key, ignore "
+                        "(comma-separated; the last repeats). Default: accept")
+    p.add_argument("--talk", type=float, default=3.0, help="seconds to talk once bridged")
+    p.add_argument("--timeout", type=float, default=180.0, help="give up after this many seconds")
+    p.set_defaults(func=cmd_call)
+    p = sub.add_parser("cases", help="list recent case records, or show one")
+    p.add_argument("case_id", nargs="?", help="show this case's timeline")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(func=cmd_cases)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = _config(args)
+    except ValueError as exc:
+        print(f"hotline: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return args.func(args, config)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        from hotline.instance import InstanceError
+        from hotline.sandbox import SandboxError
+        from ivr.menu import MenuError
+
+        if isinstance(exc, (InstanceError, SandboxError, MenuError)):
+            print(f"hotline: {exc}", file=sys.stderr)
+            return 1
+        raise

@@ -1,0 +1,188 @@
+"""One local hotline instance: sandboxed Asterisk + service + SQLite, as `hotline up` runs it.
+
+Harness operations only (provision, render, start, stop, ask Asterisk); the
+service's own wiring is in hotline/service.py.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from db.session import make_engine, migrate
+from dialplans.render import render_all, write_config
+from hotline import sandbox
+from hotline.config import HotlineConfig
+from ivr.ami import AmiClient, AmiError
+from ivr.menu import load_menu
+from recordings.prompts import generate_prompts
+
+ADMIN_USER = "hotline-admin"
+
+
+class InstanceError(RuntimeError):
+    """The local instance could not be prepared, started or reached."""
+
+
+def prepare(config: HotlineConfig, log=print) -> None:
+    """Provision the sandbox root, synthesise prompts, render the config, migrate the database."""
+    sandbox.ensure_root(config.asterisk_root, config.debian_mirror or None, log=log)
+    menu = load_menu(config.menu_file)
+    written = generate_prompts(menu.prompts, config.prompts_dir)
+    if written:
+        log(f"synthesised {len(written)} prompt files into {config.prompts_dir}")
+    render(config)
+    config.var_dir.mkdir(parents=True, exist_ok=True)
+    migrate(config.db_url)
+
+
+def render(config: HotlineConfig) -> Path:
+    menu = load_menu(config.menu_file)
+    for sub in ("log", "run", "lib", "spool"):
+        (config.instance_dir / sub).mkdir(parents=True, exist_ok=True)
+    config.recordings_dir.mkdir(parents=True, exist_ok=True)
+    files = render_all(
+        menu=menu, menu_source=str(config.menu_file), instance=config.instance,
+        instance_dir=config.instance_dir, prompts_dir=config.prompts_dir,
+        recordings_dir=config.recordings_dir, ports=config.ports, agi_host=config.agi_host,
+        ami_secret=config.ami_secret(), ami_admin_secret=config.ami_admin_secret(),
+        sip_secret=config.sip_secret(),
+    )
+    etc = config.instance_dir / "etc"
+    write_config(files, etc)
+    return etc
+
+
+def seed(config: HotlineConfig, now: datetime | None = None) -> None:
+    from db.seed import seed_demo
+
+    engine = make_engine(config.db_url)
+    try:
+        seed_demo(engine, now or datetime.now(timezone.utc))
+    finally:
+        engine.dispose()
+
+
+def start_asterisk(config: HotlineConfig, timeout_s: float = 30.0) -> sandbox.AsteriskProcess:
+    proc = sandbox.start_asterisk(config.asterisk_root, config.instance_dir, [config.var_dir])
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            out = ami_command(config, "core waitfullybooted", timeout_s=10)
+            if any("fully booted" in line for line in out):
+                return proc
+        except (AmiError, OSError):
+            pass
+        if not proc.alive():
+            raise InstanceError(f"Asterisk exited during start; see {proc.log_file}")
+        if time.monotonic() > deadline:
+            raise InstanceError(f"Asterisk did not answer AMI within {timeout_s}s; see {proc.log_file}")
+        time.sleep(0.3)
+
+
+def stop_asterisk(config: HotlineConfig) -> bool:
+    proc = sandbox.running_asterisk(config.asterisk_root, config.instance_dir)
+    if proc is None:
+        return False
+    proc.stop()
+    return True
+
+
+def ami_command(config: HotlineConfig, command: str, timeout_s: float = 5.0) -> list[str]:
+    """Run an Asterisk CLI command through the harness's AMI account; its output lines."""
+
+    async def run() -> list[str]:
+        client = AmiClient("127.0.0.1", config.ports.ami, ADMIN_USER, config.ami_admin_secret(),
+                           events=False, action_timeout_s=timeout_s, connect_timeout_s=timeout_s,
+                           ping_interval_s=None)
+        await client.connect()
+        try:
+            response = await client.send("Command", Command=command)
+        finally:
+            await client.close()
+        return response.output
+
+    return asyncio.run(run())
+
+
+def channel_count(config: HotlineConfig) -> int:
+    """Active channels in Asterisk right now (tests assert none are left)."""
+    for line in ami_command(config, "core show channels count"):
+        if "active channel" in line:
+            return int(line.split()[0])
+    raise InstanceError("could not read the channel count")
+
+
+# -- the service process ---------------------------------------------------
+def _service_pid_file(config: HotlineConfig) -> Path:
+    return config.instance_dir / "service.pid"
+
+
+def start_service(config: HotlineConfig, env: dict[str, str] | None = None,
+                  timeout_s: float = 20.0) -> int:
+    """Start `hotline serve` in the background for this instance; wait until FastAGI listens."""
+    pid = service_pid(config)
+    if pid is not None:
+        return pid
+    log_file = config.instance_dir / "log" / "service.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hotline", "--instance", config.instance, "serve"],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True, env=env,
+        )
+    _service_pid_file(config).write_text(f"{proc.pid}\n")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise InstanceError(f"the service exited ({proc.returncode}); see {log_file}")
+        try:
+            socket.create_connection((config.agi_host, config.ports.agi), timeout=0.5).close()
+            return proc.pid
+        except OSError:
+            time.sleep(0.2)
+    raise InstanceError(f"the service did not listen on {config.ports.agi}; see {log_file}")
+
+
+def service_pid(config: HotlineConfig) -> int | None:
+    try:
+        pid = int(_service_pid_file(config).read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if b"hotline" in cmdline and b"serve" in cmdline else None
+
+
+def stop_service(config: HotlineConfig, timeout_s: float = 15.0) -> bool:
+    pid = service_pid(config)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and service_pid(config) == pid:
+        if _state(pid) in (None, "Z"):
+            break
+        time.sleep(0.1)
+    else:
+        if service_pid(config) == pid:
+            os.kill(pid, signal.SIGKILL)
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    _service_pid_file(config).unlink(missing_ok=True)
+    return True
+
+
+def _state(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None

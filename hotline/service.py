@@ -1,0 +1,106 @@
+"""The hotline service process: FastAGI server, AMI event folder, roster cache, case writer.
+
+`HotlineService` is the composition root: it builds every client from the
+configuration and wires them; nothing else constructs adapters.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from datetime import datetime, timezone
+from typing import Callable
+
+from db.repo import CaseRepository, RosterRepository
+from db.session import make_engine
+from hotline.casewriter import CaseWriter
+from hotline.config import HotlineConfig
+from hotline.rostercache import RosterCache
+from ivr.ami import AmiClient, AmiError, Message
+from ivr.calls import CallDesk
+from ivr.fastagi import FastAgiServer
+from ivr.handlers import build_routes
+from ivr.menu import load_menu
+
+logger = logging.getLogger(__name__)
+
+AMI_USER = "hotline"
+# How long after the caller's channel is gone AMI waits for the hangup
+# handler's own request before it closes the case itself.
+HANGUP_GRACE_S = 5.0
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class HotlineService:
+    def __init__(self, config: HotlineConfig, clock: Callable[[], datetime] = utcnow):
+        self.config = config
+        self.clock = clock
+        self.menu = load_menu(config.menu_file)
+        self.engine = make_engine(config.db_url)
+        self.cases = CaseRepository(self.engine)
+        rosters = RosterRepository(self.engine)
+        self.roster_cache = RosterCache(rosters.load, rosters.partner_numbers, clock)
+        config.recordings_dir.mkdir(parents=True, exist_ok=True)
+        self.writer = CaseWriter(self.cases, config.recordings_dir)
+        self.desk = CallDesk(self.menu, self.roster_cache, self.writer)
+        self.agi = FastAgiServer(
+            build_routes(self.desk, clock, config.recordings_dir),
+            host=config.agi_host, port=config.ports.agi,
+        )
+        self.ami = AmiClient("127.0.0.1", config.ports.ami, AMI_USER, config.ami_secret())
+        self._pending_hangups: dict[str, asyncio.TimerHandle] = {}
+
+    async def start(self) -> None:
+        self.roster_cache.start()
+        self.writer.start()
+        await self.agi.start()
+        self.ami.add_listener(self._on_event)
+        try:
+            await self.ami.connect()
+        except (AmiError, OSError) as exc:
+            # Calls are served through FastAGI alone; AMI only adds detail.
+            logger.warning("AMI not reachable at start (%s); continuing without events",
+                           type(exc).__name__)
+        logger.info("hotline service ready: FastAGI %s:%d", self.config.agi_host, self.agi.port)
+
+    async def stop(self) -> None:
+        for handle in self._pending_hangups.values():
+            handle.cancel()
+        await self.agi.stop()
+        await self.ami.close()
+        self.roster_cache.stop()
+        self.writer.stop()
+        self.engine.dispose()
+
+    async def run_forever(self) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()
+
+    def _on_event(self, event: Message) -> None:
+        """Fold AMI events into the live cases; runs on the loop, must not block."""
+        name = event.name
+        uniqueid, linkedid = event.get("Uniqueid"), event.get("Linkedid")
+        if not uniqueid or uniqueid != linkedid:
+            return  # only the caller's own channel (the call's first channel) matters here
+        if name == "BridgeEnter":
+            self.desk.bridged(linkedid, self.clock())
+        elif name == "Hangup":
+            loop = asyncio.get_running_loop()
+            self._pending_hangups[linkedid] = loop.call_later(
+                HANGUP_GRACE_S, self._hangup_grace_over, linkedid)
+
+    def _hangup_grace_over(self, linkedid: str) -> None:
+        self._pending_hangups.pop(linkedid, None)
+        if linkedid in self.desk.calls:
+            logger.warning("no hangup request for call %s; closing its case from AMI", linkedid)
+            self.desk.hung_up(linkedid, self.clock())

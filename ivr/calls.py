@@ -1,0 +1,287 @@
+"""The call desk: what the hotline decides at each point of a live call.
+
+Owns the live calls (one `Case` and one frozen escalation chain per linkedid),
+applies the pure domain (routing, case lifecycle) and hands case snapshots to a
+`CaseSink`. No sockets, no database, no clock: AGI handlers and the AMI folder
+call it with the time; the sink does the I/O on its own thread. Everything here
+runs on the service's event-loop thread, so there are no locks.
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Callable, Mapping, Protocol
+from zoneinfo import ZoneInfo
+
+from cases import lifecycle
+from cases.lifecycle import Case, CaseError
+from ivr.menu import Menu
+from oncall.model import HOTLINE_TZ, Roster
+from routing.callers import CallerClass, classify, safe_text
+from routing.escalation import (
+    AttemptOutcome,
+    ChainStep,
+    Dial,
+    EscalationChain,
+    Stop,
+    Voicemail,
+    build_chain,
+    next_decision,
+)
+
+logger = logging.getLogger(__name__)
+
+NURSE_TEAM = "nurse"
+REFERRAL_TEAM = "referral"
+MENU_EVENTS = {"timeout": "timeout", "invalid": "invalid", "english": "9"}
+ROUTE_KEYS = frozenset("0123456789") | {"partner", "retries"}
+
+
+class CaseSink(Protocol):
+    def submit(self, case: Case, final: bool = False) -> None:
+        """Store a snapshot of `case` (copied by the sink); `final` once it has ended."""
+
+
+class RosterSource(Protocol):
+    def roster(self) -> Roster: ...
+
+    def partner_numbers(self) -> Mapping[str, int]: ...
+
+
+class UnknownCall(LookupError):
+    """A request names a call the desk does not hold (service restarted, or forged)."""
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """What the dialplan does next: ring a phone, take a voicemail, or stop."""
+
+    action: str  # "dial" | "voicemail" | "stop"
+    target: str = ""
+    ring_s: int = 0
+    attempt: int = 0
+    whisper: str = ""
+    partner: str = ""
+
+
+@dataclass(frozen=True)
+class CallEnd:
+    """What Asterisk's hangup handler knows when a call ends (all already validated)."""
+
+    hangup_source: str = ""
+    dial_status: str = ""
+    accepted: str = ""
+    attempt: int | None = None
+    answered_s: int | None = None
+    dialed_s: int | None = None
+    system_hangup: bool = False
+    voicemail_path: str | None = None
+    fallback_used: bool = False
+
+
+@dataclass
+class LiveCall:
+    case: Case
+    channel: str
+    chain: EscalationChain | None = None
+
+
+def new_case_id(at: datetime) -> str:
+    """A case id readable by a supervisor: local date-time plus randomness, e.g. 20261125-190512-3fa9c1."""
+    local = at.astimezone(ZoneInfo(HOTLINE_TZ))
+    return f"{local:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def attempt_result(dial_status: str, accepted: str, answered_s: int | None,
+                   dialed_s: int | None) -> tuple[AttemptOutcome, bool, int | None]:
+    """Translate Dial()'s result and the whisper's flag into (outcome, answered, ring seconds).
+
+    DIALSTATUS alone lies: a surgeon leg dropped by the whisper (declined, or a
+    voicemail box that never pressed a key) still reads ANSWER, so the shared
+    HOTLINE_ACCEPTED flag decides (1 accepted, 2 declined, 0 answered, no key).
+    """
+    answered = dial_status == "ANSWER" or accepted in ("0", "1", "2")
+    if accepted == "1":
+        outcome = AttemptOutcome.ACCEPTED
+    elif accepted == "2":
+        outcome = AttemptOutcome.DECLINED
+    elif dial_status == "BUSY":
+        outcome = AttemptOutcome.BUSY
+    elif dial_status == "CANCEL":
+        outcome = AttemptOutcome.CANCELLED
+    elif dial_status in ("CONGESTION", "CHANUNAVAIL", "DONTCALL", "TORTURE", "INVALIDARGS"):
+        outcome = AttemptOutcome.FAILED
+    else:  # NOANSWER, or ANSWER without a key
+        outcome = AttemptOutcome.NO_ANSWER
+    ring_s = None
+    if dialed_s is not None:
+        ring_s = max(0, dialed_s - (answered_s or 0)) if answered else dialed_s
+    return outcome, answered, ring_s
+
+
+class CallDesk:
+    def __init__(self, menu: Menu, roster_source: RosterSource, sink: CaseSink,
+                 new_id: Callable[[datetime], str] = new_case_id):
+        self.menu = menu
+        self.roster_source = roster_source
+        self.sink = sink
+        self.new_id = new_id
+        self.calls: dict[str, LiveCall] = {}
+        self.nurse = ChainStep(
+            surgeon_id=None, name="值班护士 duty nurse", phone=menu.duty_nurse_number,
+            role="duty_nurse", ring_s=menu.duty_nurse_ring_s,
+        )
+        self.teams = frozenset(menu.teams) | {NURSE_TEAM, REFERRAL_TEAM}
+
+    # -- requests from the caller's dialplan ------------------------------
+    def call_start(self, linkedid: str, channel: str, caller_id: str | None, at: datetime) -> LiveCall:
+        """Open the case of a new call (or return it, if Asterisk asked twice)."""
+        live = self.calls.get(linkedid)
+        if live is not None:
+            return live
+        caller = classify(caller_id, self.roster_source.partner_numbers())
+        case = lifecycle.open_case(self.new_id(at), linkedid, caller, at,
+                                   language=self.menu.default_language)
+        live = LiveCall(case=case, channel=channel)
+        self.calls[linkedid] = live
+        self.sink.submit(case)
+        logger.info("call started case=%s class=%s caller=%s", case.case_id,
+                    caller.caller_class.value, caller.raw_safe)
+        return live
+
+    def menu_event(self, linkedid: str, event: str, at: datetime) -> None:
+        live = self._live(linkedid)
+        choice = MENU_EVENTS.get(event)
+        if choice is None:
+            raise CaseError(f"unknown menu event {safe_text(event)!r}")
+        lifecycle.record_menu(live.case, at, choice, event)
+        if event == "english":
+            lifecycle.set_language(live.case, at, "en")
+        self.sink.submit(live.case)
+
+    def route(self, linkedid: str, team: str, key: str, at: datetime) -> Instruction:
+        """The caller chose a team (or was sent to one): freeze its chain and ring the first phone."""
+        live = self._live(linkedid)
+        if team not in self.teams:
+            raise CaseError(f"unknown team {safe_text(team)!r}")
+        if key not in ROUTE_KEYS:
+            raise CaseError(f"unknown menu key {safe_text(key)!r}")
+        if live.chain is not None:  # Asterisk repeated the request: do not ring twice
+            return self._instruction(live, next_decision(
+                live.chain, lifecycle.routing_attempts(live.case), self.nurse), at)
+        if key in ("partner",) or key.isdigit():
+            label = team if key != "partner" else "partner hospital fast lane"
+            lifecycle.record_menu(live.case, at, key, label)
+        lifecycle.set_team(live.case, at, team)
+        roster = self.roster_source.roster()
+        live.chain = (EscalationChain(team=NURSE_TEAM, steps=(), repeats=0) if team == NURSE_TEAM
+                      else build_chain(roster, team, at))
+        decision = next_decision(live.chain, [], self.nurse)
+        return self._instruction(live, decision, at)
+
+    def attempt_ended(self, linkedid: str, seq: int, dial_status: str, accepted: str,
+                      answered_s: int | None, dialed_s: int | None, at: datetime) -> Instruction:
+        """A phone stopped ringing without a bridge: record why, and say what is next."""
+        live = self._live(linkedid)
+        if live.chain is None:
+            raise CaseError("no team was routed for this call")
+        if live.case.attempt(seq) is not None:
+            outcome, answered, ring_s = attempt_result(dial_status, accepted, answered_s, dialed_s)
+            lifecycle.end_attempt(live.case, at, seq, outcome, answered=answered, ring_s=ring_s)
+        decision = next_decision(live.chain, lifecycle.routing_attempts(live.case), self.nurse)
+        return self._instruction(live, decision, at)
+
+    def accepted(self, linkedid: str, seq: int, at: datetime) -> None:
+        """The surgeon on attempt `seq` pressed 1 (request from the surgeon's leg)."""
+        live = self._live(linkedid)
+        if live.case.attempt(seq) is None:
+            raise CaseError(f"no attempt {seq}")
+        lifecycle.mark_connected(live.case, at, seq)
+        self.sink.submit(live.case)
+        logger.info("accepted case=%s attempt=%d", live.case.case_id, seq)
+
+    def call_end(self, linkedid: str, channel: str, caller_id: str | None, end: CallEnd,
+                 at: datetime) -> Case:
+        """The caller's channel hung up. Completes the case, opening one if the
+        service never saw the start (it was down then): every call gets a record."""
+        live = self.calls.pop(linkedid, None)
+        if live is None:
+            live = LiveCall(case=lifecycle.open_case(
+                self.new_id(at), linkedid,
+                classify(caller_id, self.roster_source.partner_numbers()), at,
+                language=self.menu.default_language), channel=channel)
+        case = live.case
+        if end.fallback_used:
+            lifecycle.mark_fallback(case, at)
+        if end.attempt is not None and case.attempt(end.attempt) is not None:
+            outcome, answered, ring_s = attempt_result(end.dial_status, end.accepted,
+                                                       end.answered_s, end.dialed_s)
+            if outcome is AttemptOutcome.ACCEPTED and case.connected_seq is None:
+                lifecycle.mark_connected(case, at, end.attempt)
+            else:
+                lifecycle.end_attempt(case, at, end.attempt, outcome, answered=answered,
+                                      ring_s=ring_s)
+        for attempt in case.attempts:  # nothing stays "ringing" after the caller is gone
+            if attempt.ended_at is None:
+                lifecycle.end_attempt(case, at, attempt.seq, AttemptOutcome.CANCELLED)
+        if end.voicemail_path and case.connected_seq is None:
+            lifecycle.set_voicemail(case, at, end.voicemail_path)
+        lifecycle.mark_ended(case, at, self._hangup_by(live, end))
+        self.sink.submit(case, final=True)
+        logger.info("call ended case=%s outcome=%s", case.case_id, case.outcome)
+        return case
+
+    def bridged(self, linkedid: str, at: datetime) -> None:
+        """AMI saw the caller enter a bridge: if the accept request was lost, connect now."""
+        live = self.calls.get(linkedid)
+        if live is None or live.case.connected_seq is not None:
+            return
+        ringing = [a for a in live.case.attempts if a.ended_at is None]
+        if ringing:
+            lifecycle.mark_connected(live.case, at, ringing[-1].seq)
+            self.sink.submit(live.case)
+
+    def hung_up(self, linkedid: str, at: datetime) -> None:
+        """AMI saw the caller's channel go; if the hangup handler's request never came, end the case."""
+        live = self.calls.get(linkedid)
+        if live is not None:
+            self.call_end(linkedid, live.channel, None, CallEnd(), at)
+
+    def live_cases(self) -> list[Case]:
+        return [live.case for live in self.calls.values()]
+
+    # -- helpers ---------------------------------------------------------
+    def _live(self, linkedid: str) -> LiveCall:
+        try:
+            return self.calls[linkedid]
+        except KeyError:
+            raise UnknownCall(linkedid) from None
+
+    def _instruction(self, live: LiveCall, decision, at: datetime) -> Instruction:
+        case = live.case
+        if isinstance(decision, Dial):
+            lifecycle.start_attempt(case, at, decision.seq, decision.kind, decision.step)
+            self.sink.submit(case)
+            whisper = ("whisper_nurse" if decision.kind == "nurse" or case.team == NURSE_TEAM
+                       else f"whisper_{case.team}")
+            partner = case.caller.hospital_id if case.caller.caller_class is CallerClass.PARTNER else None
+            return Instruction("dial", target=decision.step.phone, ring_s=decision.step.ring_s,
+                               attempt=decision.seq, whisper=whisper,
+                               partner="" if partner is None else str(partner))
+        self.sink.submit(case)
+        if isinstance(decision, Voicemail):
+            return Instruction("voicemail")
+        assert isinstance(decision, Stop)
+        return Instruction("stop")
+
+    @staticmethod
+    def _hangup_by(live: LiveCall, end: CallEnd) -> str | None:
+        if end.system_hangup:
+            return "system"
+        if end.hangup_source and end.hangup_source == live.channel:
+            return "caller"
+        if end.hangup_source.startswith("PJSIP/surgeons-"):
+            return "surgeon"
+        return None

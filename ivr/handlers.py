@@ -1,0 +1,158 @@
+"""FastAGI handlers: validate what Asterisk sent, ask the call desk, set the answer.
+
+One handler per request of the dialplan (extensions.conf.j2). Arguments are
+checked against strict patterns before use: they come from our own dialplan,
+but a caller-controlled value (caller ID) rides along in the environment.
+Each handler sets HOTLINE_OK=1 last: the dialplan trusts nothing else.
+Calls are keyed by the caller channel's uniqueid, which is the call's linkedid
+(res_agi sends no agi_linkedid); the surgeon's leg passes it explicitly.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Awaitable, Callable
+
+from ivr import channel_vars as V
+from ivr.calls import CallDesk, CallEnd, Instruction
+from ivr.fastagi import AgiChannel, AgiRequest, Routes
+
+logger = logging.getLogger(__name__)
+
+_ID = re.compile(r"[0-9]{1,20}\.[0-9]{1,10}", re.ASCII)  # Asterisk uniqueid / linkedid
+_NUM = re.compile(r"[0-9]{1,6}", re.ASCII)
+_WORD = re.compile(r"[a-z_]{1,32}", re.ASCII)
+_KEY = re.compile(r"[0-9]|partner|retries", re.ASCII)
+_DIALSTATUS = re.compile(r"[A-Z]{0,16}", re.ASCII)
+_CHANNEL = re.compile(r"[A-Za-z0-9/_.@:;-]{0,128}", re.ASCII)
+_ACCEPTED = re.compile(r"[012]?", re.ASCII)
+
+
+class BadRequest(ValueError):
+    """An AGI request whose arguments do not fit the dialplan's contract."""
+
+
+def _arg(request: AgiRequest, index: int, pattern: re.Pattern[str], name: str) -> str:
+    value = request.args[index] if index < len(request.args) else ""
+    if not pattern.fullmatch(value):
+        raise BadRequest(f"{name} {value[:40]!r} does not match")
+    return value
+
+
+def _opt_int(request: AgiRequest, index: int, name: str) -> int | None:
+    value = request.args[index] if index < len(request.args) else ""
+    if value == "":
+        return None
+    if not _NUM.fullmatch(value):
+        raise BadRequest(f"{name} {value[:40]!r} is not a number")
+    return int(value)
+
+
+def _linkedid(request: AgiRequest) -> str:
+    value = request.uniqueid or ""
+    if not _ID.fullmatch(value):
+        raise BadRequest(f"uniqueid {value[:40]!r} does not match")
+    return value
+
+
+async def _answer(channel: AgiChannel, instruction: Instruction) -> None:
+    await channel.set_variable(V.ACTION, instruction.action)
+    if instruction.action == "dial":
+        await channel.set_variable(V.TARGET, instruction.target)
+        await channel.set_variable(V.RING_S, str(instruction.ring_s))
+        await channel.set_variable(V.ATTEMPT, str(instruction.attempt))
+        await channel.set_variable(V.WHISPER, instruction.whisper)
+        await channel.set_variable(V.PARTNER, instruction.partner)
+    await channel.set_variable(V.OK, "1")
+
+
+Handler = Callable[[AgiRequest, AgiChannel], Awaitable[None]]
+
+
+def build_routes(desk: CallDesk, clock: Callable[[], datetime], recordings_dir: Path) -> Routes:
+    """The explicit route table of the FastAGI server (a duplicate name is an error)."""
+    recordings_dir = recordings_dir.resolve()
+
+    async def call_start(request: AgiRequest, channel: AgiChannel) -> None:
+        linkedid = _linkedid(request)
+        caller_id = request.env.get("agi_callerid")
+        if caller_id in ("", "unknown"):
+            caller_id = None
+        live = desk.call_start(linkedid, request.channel or "", caller_id, clock())
+        await channel.set_variable(V.CASE_ID, live.case.case_id)
+        partner = live.case.caller.hospital_id is not None
+        await channel.set_variable(V.ROUTE, "referral" if partner else "menu")
+        await channel.set_variable(V.OK, "1")
+
+    async def menu(request: AgiRequest, channel: AgiChannel) -> None:
+        event = _arg(request, 0, _WORD, "menu event")
+        desk.menu_event(_linkedid(request), event, clock())
+        await channel.set_variable(V.OK, "1")
+
+    async def route(request: AgiRequest, channel: AgiChannel) -> None:
+        team = _arg(request, 0, _WORD, "team")
+        key = _arg(request, 1, _KEY, "menu key")
+        await _answer(channel, desk.route(_linkedid(request), team, key, clock()))
+
+    async def attempt_ended(request: AgiRequest, channel: AgiChannel) -> None:
+        seq = _opt_int(request, 0, "attempt")
+        if seq is None:
+            raise BadRequest("attempt is missing")
+        instruction = desk.attempt_ended(
+            _linkedid(request), seq,
+            dial_status=_arg(request, 1, _DIALSTATUS, "dial status"),
+            accepted=_arg(request, 2, _ACCEPTED, "accepted"),
+            answered_s=_opt_int(request, 3, "answered time"),
+            dialed_s=_opt_int(request, 4, "dialed time"),
+            at=clock(),
+        )
+        await _answer(channel, instruction)
+
+    async def accepted(request: AgiRequest, channel: AgiChannel) -> None:
+        linkedid = _arg(request, 0, _ID, "linkedid")
+        seq = _opt_int(request, 1, "attempt")
+        if seq:  # 0 = the static fallback's ring, which the desk did not order
+            desk.accepted(linkedid, seq, clock())
+        await channel.set_variable(V.OK, "1")
+
+    async def call_end(request: AgiRequest, channel: AgiChannel) -> None:
+        voicemail = request.args[8] if len(request.args) > 8 else ""
+        end = CallEnd(
+            hangup_source=_arg(request, 0, _CHANNEL, "hangup source"),
+            dial_status=_arg(request, 2, _DIALSTATUS, "dial status"),
+            accepted=_arg(request, 3, _ACCEPTED, "accepted"),
+            attempt=_opt_int(request, 4, "attempt"),
+            answered_s=_opt_int(request, 5, "answered time"),
+            dialed_s=_opt_int(request, 6, "dialed time"),
+            system_hangup=(request.args[7] if len(request.args) > 7 else "") == "1",
+            voicemail_path=_voicemail(voicemail, recordings_dir),
+            fallback_used=(request.args[9] if len(request.args) > 9 else "") == "1",
+        )
+        caller_id = request.env.get("agi_callerid")
+        desk.call_end(_linkedid(request), request.channel or "",
+                      None if caller_id in ("", "unknown") else caller_id, end, clock())
+        # A dead channel may refuse commands; the case is recorded either way.
+        if channel.usable:
+            await channel.set_variable(V.OK, "1")
+
+    return Routes([
+        ("call_start", call_start),
+        ("menu", menu),
+        ("route", route),
+        ("attempt_ended", attempt_ended),
+        ("accepted", accepted),
+        ("call_end", call_end),
+    ])
+
+
+def _voicemail(value: str, recordings_dir: Path) -> str | None:
+    """Accept a voicemail path only if it is a file name of ours inside the recordings dir."""
+    if not value:
+        return None
+    path = Path(value)
+    if (path.parent != recordings_dir
+            or not re.fullmatch(r"[A-Za-z0-9.-]{1,80}-voicemail\.wav", path.name, re.ASCII)):
+        raise BadRequest(f"voicemail path {value[:80]!r} is not one of ours")
+    return str(path)
