@@ -6,10 +6,7 @@ service's own wiring is in hotline/service.py.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import socket
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -17,7 +14,7 @@ from pathlib import Path
 
 from db.session import make_engine, migrate
 from dialplans.render import render_all, write_config
-from hotline import sandbox
+from hotline import proc, sandbox
 from hotline.config import HotlineConfig
 from ivr.ami import AmiClient, AmiError
 from ivr.menu import load_menu
@@ -131,21 +128,16 @@ def start_service(config: HotlineConfig, env: dict[str, str] | None = None,
     if pid is not None:
         return pid
     log_file = config.instance_dir / "log" / "service.log"
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "hotline", "--instance", config.instance, "serve"],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True, env=env,
-        )
-    _service_pid_file(config).write_text(f"{proc.pid}\n")
+    pid = proc.spawn_detached(
+        [sys.executable, "-m", "hotline", "--instance", config.instance, "serve"], log_file, env)
+    _service_pid_file(config).write_text(f"{pid}\n")
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise InstanceError(f"the service exited ({proc.returncode}); see {log_file}")
+        if not proc.alive(pid):
+            raise InstanceError(f"the service exited during start; see {log_file}")
         try:
             socket.create_connection((config.agi_host, config.ports.agi), timeout=0.5).close()
-            return proc.pid
+            return pid
         except OSError:
             time.sleep(0.2)
     raise InstanceError(f"the service did not listen on {config.ports.agi}; see {log_file}")
@@ -154,35 +146,16 @@ def start_service(config: HotlineConfig, env: dict[str, str] | None = None,
 def service_pid(config: HotlineConfig) -> int | None:
     try:
         pid = int(_service_pid_file(config).read_text())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError):
         return None
-    return pid if b"hotline" in cmdline and b"serve" in cmdline else None
+    line = proc.cmdline(pid)
+    return pid if b"hotline" in line and b"serve" in line and proc.alive(pid) else None
 
 
 def stop_service(config: HotlineConfig, timeout_s: float = 15.0) -> bool:
     pid = service_pid(config)
+    _service_pid_file(config).unlink(missing_ok=True)
     if pid is None:
         return False
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and service_pid(config) == pid:
-        if _state(pid) in (None, "Z"):
-            break
-        time.sleep(0.1)
-    else:
-        if service_pid(config) == pid:
-            os.kill(pid, signal.SIGKILL)
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-    _service_pid_file(config).unlink(missing_ok=True)
+    proc.terminate(pid, timeout_s)
     return True
-
-
-def _state(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return None

@@ -13,12 +13,13 @@ import fcntl
 import logging
 import os
 import re
+import shlex
 import shutil
-import signal
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from hotline import proc
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def asterisk_version(root: Path) -> str:
 
 @dataclass
 class AsteriskProcess:
-    """One running sandboxed Asterisk; `stop()` ends it and its mounts."""
+    """One running sandboxed Asterisk; `stop()` ends it and, with it, its mounts."""
 
     root: Path
     instance_dir: Path
@@ -108,45 +109,11 @@ class AsteriskProcess:
     log_file: Path
 
     def alive(self) -> bool:
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        try:
-            # A zombie is not alive: reap it if it is our child.
-            done, _ = os.waitpid(self.pid, os.WNOHANG)
-            return done == 0
-        except ChildProcessError:
-            return _proc_state(self.pid) not in ("Z", None)
+        return proc.alive(self.pid)
 
     def stop(self, timeout_s: float = 15.0) -> None:
-        if not self.alive():
-            _remove(self.instance_dir / "asterisk.pid")
-            return
-        os.kill(self.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and self.alive():
-            time.sleep(0.1)
-        if self.alive():
-            os.kill(self.pid, signal.SIGKILL)
-            while self.alive():
-                time.sleep(0.05)
-        _remove(self.instance_dir / "asterisk.pid")
-
-
-def _proc_state(pid: int) -> str | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[0]
-
-
-def _remove(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
+        proc.terminate(self.pid, timeout_s)
+        (self.instance_dir / "asterisk.pid").unlink(missing_ok=True)
 
 
 def start_asterisk(root: Path, instance_dir: Path, mounts: list[Path]) -> AsteriskProcess:
@@ -171,15 +138,11 @@ def start_asterisk(root: Path, instance_dir: Path, mounts: list[Path]) -> Asteri
     lines.append(f"mount -t proc proc {_sh(root / 'proc')}")
     lines.append(f"exec chroot {_sh(root)} /usr/sbin/asterisk -f -n -C {_sh(conf)}")
     log_file = instance_dir / "log" / "console.log"
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "ab") as out:
-        proc = subprocess.Popen(
-            ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", "\n".join(lines)],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    (instance_dir / "asterisk.pid").write_text(f"{proc.pid}\n")
-    return AsteriskProcess(root, instance_dir, proc.pid, log_file)
+    pid = proc.spawn_detached(
+        ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", "\n".join(lines)],
+        log_file)
+    (instance_dir / "asterisk.pid").write_text(f"{pid}\n")
+    return AsteriskProcess(root, instance_dir, pid, log_file)
 
 
 def running_asterisk(root: Path, instance_dir: Path) -> AsteriskProcess | None:
@@ -188,15 +151,9 @@ def running_asterisk(root: Path, instance_dir: Path) -> AsteriskProcess | None:
         pid = int((instance_dir / "asterisk.pid").read_text())
     except (OSError, ValueError):
         return None
-    proc = AsteriskProcess(root, instance_dir, pid, instance_dir / "log" / "console.log")
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    return proc if b"asterisk" in cmdline and proc.alive() else None
+    found = AsteriskProcess(root, instance_dir, pid, instance_dir / "log" / "console.log")
+    return found if b"asterisk" in proc.cmdline(pid) and found.alive() else None
 
 
 def _sh(path: Path | str) -> str:
-    import shlex
-
     return shlex.quote(str(path))

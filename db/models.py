@@ -1,0 +1,193 @@
+"""Tables. Row classes end in `Row` so they never shadow the domain types.
+
+Times are stored as UTC and always come back timezone-aware (see UTCDateTime).
+Domain enums are stored as their string values; the database has no enum types,
+so a new role or outcome needs no migration.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+# Deterministic constraint names: Alembic batch mode on SQLite needs names to
+# drop or alter a constraint, and migrations must name the same thing everywhere.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware datetime stored as UTC; loaded back aware in UTC.
+
+    SQLite has no time zones: the value is stored as naive UTC text and gets
+    its tzinfo back on load. A naive datetime is refused on the way in.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("naive datetime: store timezone-aware times only")
+        value = value.astimezone(timezone.utc)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class TeamRow(Base):
+    __tablename__ = "teams"
+
+    code: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name_zh: Mapped[str] = mapped_column(String(128))
+    name_en: Mapped[str] = mapped_column(String(128))
+    ring_s: Mapped[int] = mapped_column(Integer, default=25)
+    repeats: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class SurgeonRow(Base):
+    __tablename__ = "surgeons"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(String(64))
+    phone: Mapped[str] = mapped_column(String(32))
+    rank: Mapped[str] = mapped_column(String(16))
+
+
+class ShiftRow(Base):
+    __tablename__ = "shifts"
+    __table_args__ = (
+        # One surgeon holds a role in a team from a start once: seeding and
+        # roster imports upsert on it.
+        UniqueConstraint("team", "surgeon_id", "role", "starts_at"),
+        CheckConstraint("starts_at < ends_at", name="starts_before_ends"),
+        Index(None, "team", "starts_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    team: Mapped[str] = mapped_column(ForeignKey("teams.code"))
+    surgeon_id: Mapped[int] = mapped_column(ForeignKey("surgeons.id"))
+    role: Mapped[str] = mapped_column(String(32))
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PartnerHospitalRow(Base):
+    __tablename__ = "partner_hospitals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(String(128))
+    level: Mapped[str] = mapped_column(String(32))
+    city: Mapped[str] = mapped_column(String(64))
+
+
+class HospitalPhoneRow(Base):
+    __tablename__ = "hospital_phones"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    hospital_id: Mapped[int] = mapped_column(ForeignKey("partner_hospitals.id", ondelete="CASCADE"))
+    number: Mapped[str] = mapped_column(String(32), unique=True)
+
+
+class CaseRow(Base):
+    __tablename__ = "cases"
+    __table_args__ = (Index(None, "started_at"),)
+
+    case_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    linkedid: Mapped[str] = mapped_column(String(64), unique=True)
+    revision: Mapped[int] = mapped_column(Integer)
+    caller_number: Mapped[str | None] = mapped_column(String(32))
+    caller_class: Mapped[str] = mapped_column(String(16))
+    caller_raw: Mapped[str | None] = mapped_column(Text)  # hostile: never render unescaped
+    caller_raw_safe: Mapped[str] = mapped_column(String(64))
+    partner_hospital_id: Mapped[int | None] = mapped_column(ForeignKey("partner_hospitals.id"))
+    language: Mapped[str] = mapped_column(String(8))
+    team: Mapped[str | None] = mapped_column(String(32))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    connected_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    connected_surgeon_id: Mapped[int | None] = mapped_column(Integer)
+    connected_seq: Mapped[int | None] = mapped_column(Integer)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    hangup_by: Mapped[str | None] = mapped_column(String(16))
+    outcome: Mapped[str] = mapped_column(String(16))
+    recording_path: Mapped[str | None] = mapped_column(String(512))
+    recording_s: Mapped[int | None] = mapped_column(Integer)
+    voicemail_path: Mapped[str | None] = mapped_column(String(512))
+    voicemail_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class MenuEventRow(Base):
+    __tablename__ = "case_menu_events"
+
+    case_id: Mapped[str] = mapped_column(
+        ForeignKey("cases.case_id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    choice: Mapped[str] = mapped_column(String(16))
+    label: Mapped[str] = mapped_column(String(128))
+
+
+class DialAttemptRow(Base):
+    __tablename__ = "dial_attempts"
+
+    case_id: Mapped[str] = mapped_column(
+        ForeignKey("cases.case_id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(8))
+    surgeon_id: Mapped[int | None] = mapped_column(Integer)  # history: no FK to surgeons
+    name: Mapped[str] = mapped_column(String(64))
+    phone: Mapped[str] = mapped_column(String(32))
+    role: Mapped[str] = mapped_column(String(32))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ring_s: Mapped[int | None] = mapped_column(Integer)
+    answered: Mapped[bool] = mapped_column(Boolean)
+    outcome: Mapped[str | None] = mapped_column(String(16))
+
+
+class CallbackRow(Base):
+    __tablename__ = "callbacks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    case_id: Mapped[str] = mapped_column(
+        ForeignKey("cases.case_id", ondelete="CASCADE"), unique=True
+    )
+    reason: Mapped[str] = mapped_column(String(32))
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16), default="open", server_default="open")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -1,0 +1,67 @@
+"""Fixtures for the integration tests; the pieces they use are in conftest_support.py."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from conftest_support import (
+    HERE, PARTNER_NUMBER, PORTS, SURGEONS, TEAMS, Hotline, _shifts,
+)
+from db.seed import PartnerHospital, seed_partners, seed_roster
+from db.session import make_engine
+from hotline import instance
+from hotline.config import load_config
+
+
+def _require_tools() -> None:
+    missing = [t for t in ("baresip", "debootstrap", "espeak-ng", "sox", "unshare") if shutil.which(t) is None]
+    if os.geteuid() != 0 or missing:
+        reason = f"integration tests need root and {', '.join(missing) or 'nothing else'}"
+        if os.environ.get("CI"):
+            pytest.fail(reason + " (CI must run them: scripts/setup.sh installs everything)")
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def hotline() -> Iterator[Hotline]:
+    _require_tools()
+    var_dir = Path(tempfile.mkdtemp(prefix="hl-", dir="/tmp"))
+    env = {
+        **os.environ,
+        "HOTLINE_VAR_DIR": str(var_dir),
+        "HOTLINE_INSTANCE": "it",
+        "HOTLINE_MENU_FILE": str(HERE / "menu-test.toml"),
+        **{f"HOTLINE_PORT_{k.upper()}": str(v) for k, v in PORTS.items()},
+    }
+    env.pop("HOTLINE_DATABASE_URL", None)
+    env.pop("HOTLINE_CONFIG", None)
+    config = load_config(env=env)
+    instance.prepare(config, log=lambda line: None)
+    engine = make_engine(config.db_url)
+    now = datetime.now(timezone.utc)
+    seed_roster(engine, TEAMS, SURGEONS, _shifts(now))
+    seed_partners(engine, [PartnerHospital(1, "吉林市中心医院", "三级甲等", "吉林", (PARTNER_NUMBER,))])
+    engine.dispose()
+    instance.start_asterisk(config)
+    try:
+        instance.start_service(config, env=env)
+        yield Hotline(config, env, var_dir / "calls")
+    finally:
+        instance.stop_service(config)
+        instance.stop_asterisk(config)
+        if not os.environ.get("HOTLINE_KEEP_TEST_DIR"):
+            shutil.rmtree(var_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def line(hotline: Hotline) -> Iterator[Hotline]:
+    """The hotline, checked after the test: no channel may be left in Asterisk."""
+    (hotline.workdir).mkdir(parents=True, exist_ok=True)
+    yield hotline
+    assert hotline.wait_no_channels() == 0, "channels left in Asterisk after the call"

@@ -1,0 +1,112 @@
+"""Support for the integration tests (imported by conftest.py and the tests).
+
+The real thing: sandboxed Asterisk 22, the hotline service as its own process,
+baresip phones placing SIP calls with RFC 4733 DTMF, and a database.
+
+One Asterisk + service for the whole session, on ports of its own (the demo's
+stay free). Each test uses its own caller number so cases never mix, and after
+each test no channel may be left in Asterisk.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+
+from cases.lifecycle import Case
+from db.repo import CaseRepository
+from db.session import make_engine
+from hotline import instance
+from hotline.config import HotlineConfig
+from oncall.model import Rank, Role, Shift, Surgeon, Team
+from testphones.scenario import CallResult, place_call
+
+HERE = Path(__file__).resolve().parent
+PORTS = {"sip": 15060, "ami": 15038, "agi": 14573, "surgeon_phones": 15070,
+         "rtp_start": 16000, "rtp_end": 16999}
+
+RING_S = 6
+TEAMS = (
+    Team("facial", "颌面部创伤", "Facial trauma", ring_s=RING_S, repeats=0),
+    Team("replant", "断肢(指)再植", "Replantation", ring_s=RING_S, repeats=0),
+    Team("burns", "烧伤", "Burns", ring_s=RING_S, repeats=0),  # nobody on call
+    Team("referral", "转诊转运", "Referral", ring_s=RING_S, repeats=0),
+)
+SURGEONS = (
+    Surgeon(1, "甲 primary facial", "13700000101", Rank.ATTENDING),
+    Surgeon(2, "乙 backup facial", "13700000102", Rank.RESIDENT),
+    Surgeon(3, "丙 primary replant", "13700000201", Rank.ATTENDING),
+    Surgeon(4, "丁 backup replant", "13700000202", Rank.CHIEF),
+    Surgeon(5, "戊 referral", "13700000401", Rank.ATTENDING),
+)
+NURSE = "13900000000"  # from menu-test.toml
+PARTNER_NUMBER = "043188888888"
+
+
+def _shifts(now: datetime) -> list[Shift]:
+    start, end = now - timedelta(days=1), now + timedelta(days=1)
+    return [
+        Shift("facial", 1, Role.PRIMARY, start, end),
+        Shift("facial", 2, Role.BACKUP, start, end),
+        Shift("replant", 3, Role.PRIMARY, start, end),
+        Shift("replant", 4, Role.BACKUP, start, end),
+        Shift("referral", 5, Role.PRIMARY, start, end),
+    ]
+
+
+@dataclass
+class Hotline:
+    config: HotlineConfig
+    env: dict[str, str]
+    workdir: Path
+
+    @property
+    def phones(self) -> list[str]:
+        return [s.phone for s in SURGEONS] + [NURSE]
+
+    def call(self, caller: str, press: str = "", surgeons: str = "accept",
+             **kwargs) -> tuple[CallResult, datetime]:
+        started = datetime.now(timezone.utc)
+        result = place_call(
+            workdir=Path(tempfile.mkdtemp(dir=self.workdir)), sip_port=self.config.ports.sip,
+            number="96608", password=self.config.sip_secret(), caller_number=caller,
+            press=press, surgeon_port=self.config.ports.surgeon_phones,
+            surgeon_numbers=self.phones, surgeons=surgeons.split(","),
+            say=lambda line: None, **kwargs)
+        return result, started
+
+    def case_for(self, caller: str, since: datetime, timeout_s: float = 20.0,
+                 db_url: str | None = None) -> Case:
+        """The finished case of `caller`'s call, once the service has written it whole."""
+        engine = make_engine(db_url or self.config.db_url)
+        try:
+            repo = CaseRepository(engine)
+            deadline = time.monotonic() + timeout_s
+            found = None
+            while time.monotonic() < deadline:
+                found = [c for c in repo.recent(50)
+                         if c.caller.raw_safe == caller and c.started_at >= since - timedelta(seconds=2)]
+                done = [c for c in found if c.ended_at is not None
+                        and (c.connected_seq is None or c.recording_path)]
+                if done:
+                    assert len(found) == 1, f"one call made {len(found)} cases"
+                    return done[0]
+                time.sleep(0.3)
+            raise AssertionError(f"no finished case for {caller}; saw {found!r}")
+        finally:
+            engine.dispose()
+
+    def wait_no_channels(self, timeout_s: float = 15.0) -> int:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            count = instance.channel_count(self.config)
+            if count == 0 or time.monotonic() > deadline:
+                return count
+            time.sleep(0.3)
+
+    def restart_service(self, env: dict[str, str] | None = None) -> None:
+        instance.stop_service(self.config)
+        instance.start_service(self.config, env=env or self.env)
