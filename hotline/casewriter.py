@@ -16,6 +16,7 @@ from typing import Protocol
 
 from cases import lifecycle
 from cases.lifecycle import Case
+from db.repo import CaseConflict
 from recordings.prompts import wav_duration_s
 
 logger = logging.getLogger(__name__)
@@ -100,6 +101,12 @@ class CaseWriter:
             try:
                 self.store.save(case)
                 self.written += 1
+                return
+            except CaseConflict:
+                # Another case already holds this linkedid: retrying cannot help.
+                logger.error("case %s conflicts with a stored case for linkedid %s; not saved",
+                             case.case_id, case.linkedid)
+                self.failures += 1
                 return
             except Exception as exc:  # the database is down or locked: keep trying
                 self.failures += 1

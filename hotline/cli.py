@@ -40,18 +40,19 @@ def cmd_up(args, config: HotlineConfig) -> int:
     print(f"Asterisk running (SIP 127.0.0.1:{config.ports.sip}, AMI 127.0.0.1:{config.ports.ami})")
     pid = instance.start_service(config)
     print(f"hotline service running (pid {pid}, FastAGI {config.agi_host}:{config.ports.agi})")
+    hl = _self_command()
     print(f"""
 The 96608 hotline is up. Place a call through the real Asterisk:
 
-  hotline call --from 043188888888              # a partner hospital: straight to referral
-  hotline call --from 13912345678 --press 2     # a member of the public: replantation
-  hotline call --from 13912345678 --press 1 --surgeons ignore,accept   # primary misses, backup accepts
+  {hl} call --from 043188888888              # a partner hospital: straight to referral
+  {hl} call --from 13912345678 --press 2     # a member of the public: replantation
+  {hl} call --from 13912345678 --press 1 --surgeons ignore,accept   # primary misses, backup accepts
 
 Or use any SIP phone: sip:96608@127.0.0.1:{config.ports.sip}, user = your number,
 auth user 'caller', password in {config.instance_dir / 'sip.secret'}.
 
-  hotline cases            # the case records
-  hotline down             # stop Asterisk and the service
+  {hl} cases            # the case records
+  {hl} down             # stop Asterisk and the service
 Logs: {config.instance_dir / 'log'}""")
     return 0
 
@@ -188,6 +189,19 @@ def cmd_cases(args, config: HotlineConfig) -> int:
 
 
 # -- helpers ------------------------------------------------------------------
+def _self_command() -> str:
+    """How to run this CLI again: the virtualenv's script path when it is not on PATH."""
+    import shutil
+
+    script = Path(sys.prefix) / "bin" / "hotline"
+    if shutil.which("hotline") == str(script) or not script.exists():
+        return "hotline"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
+
+
 def _tz():
     from zoneinfo import ZoneInfo
 

@@ -84,11 +84,16 @@ def start_asterisk(config: HotlineConfig, timeout_s: float = 30.0) -> sandbox.As
 
 
 def stop_asterisk(config: HotlineConfig) -> bool:
-    proc = sandbox.running_asterisk(config.asterisk_root, config.instance_dir)
-    if proc is None:
-        return False
-    proc.stop()
-    return True
+    running = sandbox.running_asterisk(config.asterisk_root, config.instance_dir)
+    if running is not None:
+        running.stop()
+    # The bind mount vanished with Asterisk's namespace; drop its empty mount point.
+    inner = config.asterisk_root / str(config.var_dir.resolve()).lstrip("/")
+    try:
+        inner.rmdir()
+    except OSError:
+        pass
+    return running is not None
 
 
 def ami_command(config: HotlineConfig, command: str, timeout_s: float = 5.0) -> list[str]:

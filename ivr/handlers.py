@@ -4,8 +4,10 @@ One handler per request of the dialplan (extensions.conf.j2). Arguments are
 checked against strict patterns before use: they come from our own dialplan,
 but a caller-controlled value (caller ID) rides along in the environment.
 Each handler sets HOTLINE_OK=1 last: the dialplan trusts nothing else.
-Calls are keyed by the caller channel's uniqueid, which is the call's linkedid
-(res_agi sends no agi_linkedid); the surgeon's leg passes it explicitly.
+Calls are keyed by Asterisk's linkedid, which every request carries in its URL
+(`agi://host:port/route?linkedid=...`): res_agi sends no agi_linkedid, and the
+channel's own uniqueid differs from it on the surgeon's leg and on Local or
+originated channels.
 """
 from __future__ import annotations
 
@@ -51,9 +53,9 @@ def _opt_int(request: AgiRequest, index: int, name: str) -> int | None:
 
 
 def _linkedid(request: AgiRequest) -> str:
-    value = request.uniqueid or ""
+    value = request.query.get("linkedid", "")
     if not _ID.fullmatch(value):
-        raise BadRequest(f"uniqueid {value[:40]!r} does not match")
+        raise BadRequest(f"linkedid {value[:40]!r} does not match")
     return value
 
 
@@ -111,10 +113,9 @@ def build_routes(desk: CallDesk, clock: Callable[[], datetime], recordings_dir: 
         await _answer(channel, instruction)
 
     async def accepted(request: AgiRequest, channel: AgiChannel) -> None:
-        linkedid = _arg(request, 0, _ID, "linkedid")
-        seq = _opt_int(request, 1, "attempt")
+        seq = _opt_int(request, 0, "attempt")
         if seq:  # 0 = the static fallback's ring, which the desk did not order
-            desk.accepted(linkedid, seq, clock())
+            desk.accepted(_linkedid(request), seq, clock())
         await channel.set_variable(V.OK, "1")
 
     async def call_end(request: AgiRequest, channel: AgiChannel) -> None:

@@ -9,6 +9,8 @@ each test no channel may be left in Asterisk.
 """
 from __future__ import annotations
 
+import os
+
 import tempfile
 import time
 from dataclasses import dataclass
@@ -25,8 +27,11 @@ from oncall.model import Rank, Role, Shift, Surgeon, Team
 from testphones.scenario import CallResult, place_call
 
 HERE = Path(__file__).resolve().parent
-PORTS = {"sip": 15060, "ami": 15038, "agi": 14573, "surgeon_phones": 15070,
-         "rtp_start": 16000, "rtp_end": 16999}
+# Ports of the test instance: HOTLINE_TEST_PORT_BASE moves them all, so two
+# test sessions (or the demo, on the default ports) never meet.
+_BASE = int(os.environ.get("HOTLINE_TEST_PORT_BASE", "15000"))
+PORTS = {"sip": _BASE + 60, "ami": _BASE + 38, "agi": _BASE + 73, "surgeon_phones": _BASE + 70,
+         "rtp_start": _BASE + 1000, "rtp_end": _BASE + 1999}
 
 RING_S = 6
 TEAMS = (
