@@ -6,7 +6,6 @@ service's own wiring is in hotline/service.py.
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
 import time
 from datetime import datetime, timezone
@@ -133,6 +132,8 @@ def start_service(config: HotlineConfig, env: dict[str, str] | None = None,
     if pid is not None:
         return pid
     log_file = config.instance_dir / "log" / "service.log"
+    ready = config.instance_dir / "service.ready"
+    ready.unlink(missing_ok=True)
     pid = proc.spawn_detached(
         [sys.executable, "-m", "hotline", "--instance", config.instance, "serve"], log_file, env)
     _service_pid_file(config).write_text(f"{pid}\n")
@@ -141,10 +142,11 @@ def start_service(config: HotlineConfig, env: dict[str, str] | None = None,
         if not proc.alive(pid):
             raise InstanceError(f"the service exited during start; see {log_file}")
         try:
-            socket.create_connection((config.agi_host, config.ports.agi), timeout=0.5).close()
-            return pid
-        except OSError:
-            time.sleep(0.2)
+            if int(ready.read_text()) == pid:
+                return pid
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.1)
     raise InstanceError(f"the service did not listen on {config.ports.agi}; see {log_file}")
 
 

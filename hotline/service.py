@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Callable
 
 from db.repo import CaseRepository, RosterRepository
@@ -65,8 +67,15 @@ class HotlineService:
             logger.warning("AMI not reachable at start (%s); continuing without events",
                            type(exc).__name__)
         logger.info("hotline service ready: FastAGI %s:%d", self.config.agi_host, self.agi.port)
+        # `hotline up` waits for this file rather than probing the AGI port.
+        self.ready_file.write_text(f"{os.getpid()}\n")
+
+    @property
+    def ready_file(self) -> Path:
+        return self.config.instance_dir / "service.ready"
 
     async def stop(self) -> None:
+        self.ready_file.unlink(missing_ok=True)
         for handle in self._pending_hangups.values():
             handle.cancel()
         await self.agi.stop()

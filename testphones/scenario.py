@@ -104,7 +104,8 @@ class SurgeonPhones:
 def place_call(*, workdir: Path, sip_port: int, number: str, password: str,
                caller_number: str, press: str, surgeon_port: int, surgeon_numbers: list[str],
                surgeons: list[str], talk_s: float = 3.0, timeout_s: float = 120.0,
-               hangup_in_menu: bool = False, say: Callable[[str], None] = print) -> CallResult:
+               hangup_in_menu: bool = False, press_gap_s: float = 0.3,
+               say: Callable[[str], None] = print) -> CallResult:
     """Dial the hotline from `caller_number`, press `press`, and play the surgeons' script.
 
     The caller hangs up `talk_s` after being bridged, or when `timeout_s` runs
@@ -124,7 +125,7 @@ def place_call(*, workdir: Path, sip_port: int, number: str, password: str,
         time.sleep(1.0)
         if press:
             say(f"caller presses {press}")
-            caller.press(press)
+            caller.press(press, gap_s=press_gap_s)
         if hangup_in_menu:
             caller.hangup()
             result.caller_closed = "caller hung up in the menu"

@@ -150,3 +150,12 @@ def test_the_same_call_path_on_postgresql(line: Hotline, pg_database):
         assert result.bridged_to == "13700000202"
     finally:
         line.restart_service()
+
+
+def test_english_menu_then_a_choice(line: Hotline):
+    # 9 switches the prompts to English; the next key chooses the team.
+    result, since = line.call("13611110011", press="91", press_gap_s=2.5, surgeons="accept")
+    case = line.case_for("13611110011", since)
+    assert case.language == "en"
+    assert [m.choice for m in case.menu] == ["9", "1"]
+    assert case.team == "facial" and case.outcome == "connected"
