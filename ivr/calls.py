@@ -169,8 +169,12 @@ class CallDesk:
         if key not in ROUTE_KEYS:
             raise CaseError(f"unknown menu key {safe_text(key)!r}")
         if live.chain is not None:  # Asterisk repeated the request: do not ring twice
-            return self._instruction(live, next_decision(
-                live.chain, lifecycle.routing_attempts(live.case), self.nurse), at)
+            attempts = lifecycle.routing_attempts(live.case)
+            if attempts and attempts[-1].outcome is None:
+                # next_decision counts an open attempt as failed and would ring the
+                # next phone; repeat the dial of the phone still ringing instead.
+                attempts = attempts[:-1]
+            return self._instruction(live, next_decision(live.chain, attempts, self.nurse), at)
         if key in ("partner",) or key.isdigit():
             label = team if key != "partner" else "partner hospital fast lane"
             lifecycle.record_menu(live.case, at, key, label)

@@ -76,7 +76,7 @@ def parse_menu(data: dict, source: str = "menu") -> Menu:
         value = h[name]
         if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
             raise MenuError(f"{source}: [hotline].{name} must be {kind.__name__}")
-        if pattern is not None and not pattern.match(str(value)):
+        if pattern is not None and not pattern.fullmatch(str(value)):
             raise MenuError(f"{source}: [hotline].{name} has an invalid value {value!r}")
         return value
 
@@ -91,9 +91,9 @@ def parse_menu(data: dict, source: str = "menu") -> Menu:
     seen_keys: set[str] = set()
     for i, raw in enumerate(data.get("options", [])):
         key, team = str(raw.get("key", "")), str(raw.get("team", ""))
-        if not _KEY.match(key):
+        if not _KEY.fullmatch(key):
             raise MenuError(f"{source}: options[{i}].key must be one digit, got {key!r}")
-        if not _IDENT.match(team):
+        if not _IDENT.fullmatch(team):
             raise MenuError(f"{source}: options[{i}].team must be a team code, got {team!r}")
         if key in seen_keys:
             raise MenuError(f"{source}: key {key} is used twice")
@@ -103,9 +103,9 @@ def parse_menu(data: dict, source: str = "menu") -> Menu:
         raise MenuError(f"{source}: the menu has no [[options]]")
     english_key = need("english_key", str, _KEY)
     nurse_key = need("duty_nurse_key", str, _KEY)
-    for special in (english_key, nurse_key):
+    for setting, special in (("english_key", english_key), ("duty_nurse_key", nurse_key)):
         if special in seen_keys:
-            raise MenuError(f"{source}: key {special} is both an option and a special key")
+            raise MenuError(f"{source}: [hotline].{setting} {special} is also an option's key")
     if english_key == nurse_key:
         raise MenuError(f"{source}: english_key and duty_nurse_key are the same")
     default_language = need("default_language", str)
@@ -122,7 +122,7 @@ def parse_menu(data: dict, source: str = "menu") -> Menu:
             if not isinstance(texts.get(name), str) or not texts[name].strip():
                 raise MenuError(f"{source}: [prompts.{lang}].{name} is missing")
         for name in texts:
-            if not _IDENT.match(name):
+            if not _IDENT.fullmatch(name):
                 raise MenuError(f"{source}: prompt name {name!r} is not an identifier")
         prompts[lang] = dict(texts)
 
