@@ -98,8 +98,15 @@ class HotlineService:
     def _on_event(self, event: Message) -> None:
         """Fold AMI events into the live cases; runs on the loop, must not block."""
         name = event.name
-        uniqueid, linkedid = event.get("Uniqueid"), event.get("Linkedid")
-        if not uniqueid or uniqueid != linkedid:
+        uniqueids, linkedids = event.get_all("Uniqueid"), event.get_all("Linkedid")
+        if len(uniqueids) != 1 or len(linkedids) != 1:
+            # A repeated key means a forged header line (a caller ID with CR/LF
+            # that slipped past the dialplan): trust nothing in this event.
+            if uniqueids or linkedids:
+                logger.warning("AMI %s event with repeated ids ignored", name)
+            return
+        uniqueid, linkedid = uniqueids[0], linkedids[0]
+        if uniqueid != linkedid:
             return  # only the caller's own channel (the call's first channel) matters here
         if name == "BridgeEnter":
             self.desk.bridged(linkedid, self.clock())

@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 NURSE_TEAM = "nurse"
 REFERRAL_TEAM = "referral"
 MENU_EVENTS = {"timeout": "timeout", "invalid": "invalid", "english": "9"}
+PARTNER_LABEL = "partner hospital fast lane"
 ROUTE_KEYS = frozenset("0123456789") | {"partner", "retries"}
 
 
@@ -134,6 +135,7 @@ class CallDesk:
             role="duty_nurse", ring_s=menu.duty_nurse_ring_s,
         )
         self.teams = frozenset(menu.teams) | {NURSE_TEAM, REFERRAL_TEAM}
+        self.menu_keys = {o.key: o.team for o in menu.options} | {menu.duty_nurse_key: NURSE_TEAM}
 
     # -- requests from the caller's dialplan ------------------------------
     def call_start(self, linkedid: str, channel: str, caller_id: str | None, at: datetime) -> LiveCall:
@@ -144,6 +146,9 @@ class CallDesk:
         caller = classify(caller_id, self.roster_source.partner_numbers())
         case = lifecycle.open_case(self.new_id(at), linkedid, caller, at,
                                    language=self.menu.default_language)
+        if caller.caller_class is CallerClass.PARTNER:
+            # The fast lane is the partner's "menu choice", made as the call arrives.
+            lifecycle.record_menu(case, at, "partner", PARTNER_LABEL)
         live = LiveCall(case=case, channel=channel)
         self.calls[linkedid] = live
         self.sink.submit(case)
@@ -152,11 +157,16 @@ class CallDesk:
         return live
 
     def menu_event(self, linkedid: str, event: str, at: datetime) -> None:
+        """Record what happened at the menu when it happened: a key that chose a
+        team ("0"-"9"), or "timeout", "invalid", "english"."""
         live = self._live(linkedid)
-        choice = MENU_EVENTS.get(event)
-        if choice is None:
+        if event in self.menu_keys:
+            choice, label = event, self.menu_keys[event]
+        elif event in MENU_EVENTS:
+            choice, label = MENU_EVENTS[event], event
+        else:
             raise CaseError(f"unknown menu event {safe_text(event)!r}")
-        lifecycle.record_menu(live.case, at, choice, event)
+        lifecycle.record_menu(live.case, at, choice, label)
         if event == "english":
             lifecycle.set_language(live.case, at, "en")
         self.sink.submit(live.case)
@@ -175,9 +185,8 @@ class CallDesk:
                 # next phone; repeat the dial of the phone still ringing instead.
                 attempts = attempts[:-1]
             return self._instruction(live, next_decision(live.chain, attempts, self.nurse), at)
-        if key in ("partner",) or key.isdigit():
-            label = team if key != "partner" else "partner hospital fast lane"
-            lifecycle.record_menu(live.case, at, key, label)
+        # The key itself was recorded by menu_event when pressed (or at call
+        # start for a partner): the consent prompt plays between the two.
         lifecycle.set_team(live.case, at, team)
         roster = self.roster_source.roster()
         live.chain = (EscalationChain(team=NURSE_TEAM, steps=(), repeats=0) if team == NURSE_TEAM

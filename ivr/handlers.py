@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 _ID = re.compile(r"[0-9]{1,20}\.[0-9]{1,10}", re.ASCII)  # Asterisk uniqueid / linkedid
 _NUM = re.compile(r"[0-9]{1,6}", re.ASCII)
 _WORD = re.compile(r"[a-z_]{1,32}", re.ASCII)
+_MENU_EVENT = re.compile(r"[a-z_]{1,32}|[0-9]", re.ASCII)
 _KEY = re.compile(r"[0-9]|partner|retries", re.ASCII)
 _DIALSTATUS = re.compile(r"[A-Z]{0,16}", re.ASCII)
 _CHANNEL = re.compile(r"[A-Za-z0-9/_.@:;-]{0,128}", re.ASCII)
@@ -89,7 +90,7 @@ def build_routes(desk: CallDesk, clock: Callable[[], datetime], recordings_dir: 
         await channel.set_variable(V.OK, "1")
 
     async def menu(request: AgiRequest, channel: AgiChannel) -> None:
-        event = _arg(request, 0, _WORD, "menu event")
+        event = _arg(request, 0, _MENU_EVENT, "menu event")
         desk.menu_event(_linkedid(request), event, clock())
         await channel.set_variable(V.OK, "1")
 

@@ -140,7 +140,18 @@ def test_no_caller_controlled_value_reaches_dial_files_shell_or_db(rendered):
             assert value not in unfiltered, f"{value} in {line.text}"
     apps = "\n".join(line.app for line in rendered.lines())
     assert "System(" not in apps and "SHELL(" not in apps
-    assert "${EXTEN}" not in apps and "${CALLERID(" not in apps
+    # The caller ID is read once, inside FILTER(), to strip control characters.
+    unfiltered = "\n".join(strip_filtered(line.app) for line in rendered.lines())
+    assert "${EXTEN}" not in unfiltered and "${CALLERID(" not in unfiltered
+    assert "${REDIRECTING(" not in unfiltered.replace("${LEN(${REDIRECTING(", "")
+
+
+def test_the_caller_id_loses_control_characters_before_any_agi_request(rendered):
+    inbound = [line.app for line in rendered.lines() if line.context == "hotline-inbound"]
+    first_agi = next(i for i, app in enumerate(inbound) if app.startswith("AGI("))
+    before = inbound[:first_agi]
+    assert "Set(CALLERID(num)=${FILTER(\\x20-\\x7e,${CALLERID(num)})})" in before
+    assert any(app.startswith("Set(CALLERID(name)=${FILTER(") for app in before)
 
 
 def test_the_arguments_of_the_surgeon_leg_are_used_only_filtered(rendered):

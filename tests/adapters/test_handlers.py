@@ -291,14 +291,15 @@ def test_a_whole_call_through_the_server(hotline):
         hotline,
         Request("call_start"),
         Request("menu", ["timeout"]),
+        Request("menu", ["1"]),
         Request("route", ["facial", "1"]),
         Request("attempt_ended", ["1", "NOANSWER", "", "", "20"]),
         Request("accepted", ["2"], channel="PJSIP/surgeons-00000003"),
         Request("call_end", call_end_args(status="ANSWER", accepted="1", attempt="2",
                                           answered="95", dialed="104")),
     )
-    start, menu, route, ended, accepted, end = sessions
-    assert start.ok and menu.sets == [(V.OK, "1")]
+    start, menu, choice, route, ended, accepted, end = sessions
+    assert start.ok and menu.sets == [(V.OK, "1")] and choice.sets == [(V.OK, "1")]
     assert route.sets == [
         (V.ACTION, "dial"), (V.TARGET, PRIMARY.phone), (V.RING_S, "20"), (V.ATTEMPT, "1"),
         (V.WHISPER, "whisper_facial"), (V.PARTNER, ""), (V.OK, "1"),
@@ -309,7 +310,7 @@ def test_a_whole_call_through_the_server(hotline):
     ]
     assert accepted.sets == [(V.OK, "1")]
     assert end.sets == [(V.OK, "1")]
-    assert (stats.served, stats.handler_failures) == (6, 0)
+    assert (stats.served, stats.handler_failures) == (7, 0)
 
     assert hotline.desk.calls == {}
     case, final = hotline.sink.submitted[-1]
@@ -318,8 +319,8 @@ def test_a_whole_call_through_the_server(hotline):
                                                      ("1", T0 + timedelta(seconds=2))]
     assert [(a.outcome, a.ring_s, a.answered) for a in case.attempts] == [
         (AttemptOutcome.NO_ANSWER, 20, False), (AttemptOutcome.ACCEPTED, 1, True)]
-    assert case.connected_at == T0 + timedelta(seconds=4)
-    assert case.ended_at == T0 + timedelta(seconds=5)
+    assert case.connected_at == T0 + timedelta(seconds=5)
+    assert case.ended_at == T0 + timedelta(seconds=6)
 
 
 def test_partner_route_sends_the_partner_id(hotline):

@@ -42,17 +42,18 @@ def hotline() -> Iterator[Hotline]:
     env.pop("HOTLINE_DATABASE_URL", None)
     env.pop("HOTLINE_CONFIG", None)
     config = load_config(env=env)
-    instance.prepare(config, log=lambda line: None)
-    engine = make_engine(config.db_url)
-    now = datetime.now(timezone.utc)
-    seed_roster(engine, TEAMS, SURGEONS, _shifts(now))
-    seed_partners(engine, [PartnerHospital(1, "吉林市中心医院", "三级甲等", "吉林", (PARTNER_NUMBER,))])
-    engine.dispose()
-    instance.start_asterisk(config)
     try:
+        instance.prepare(config, log=lambda line: None)
+        engine = make_engine(config.db_url)
+        now = datetime.now(timezone.utc)
+        seed_roster(engine, TEAMS, SURGEONS, _shifts(now))
+        seed_partners(engine, [PartnerHospital(1, "吉林市中心医院", "三级甲等", "吉林", (PARTNER_NUMBER,))])
+        engine.dispose()
+        instance.start_asterisk(config)
         instance.start_service(config, env=env)
         yield Hotline(config, env, var_dir / "calls")
     finally:
+        # Whatever failed on the way up, nothing of this session stays running.
         instance.stop_service(config)
         instance.stop_asterisk(config)
         if not os.environ.get("HOTLINE_KEEP_TEST_DIR"):

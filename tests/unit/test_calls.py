@@ -156,7 +156,8 @@ def test_primary_does_not_answer_backup_accepts_caller_hangs_up(desk, sink):
     assert case.case_id == "C-0001" and case.started_at == T0
     assert case.caller.caller_class is CallerClass.PUBLIC and case.language == "zh"
 
-    first = desk.route(LINKEDID, "facial", "1", s(8))
+    desk.menu_event(LINKEDID, "1", s(7))  # the key, recorded when pressed
+    first = desk.route(LINKEDID, "facial", "1", s(8))  # after the consent prompt
     # ring order: primary before backup whatever the roster order; the off-duty surgeon never
     assert first == dial(FACIAL_PRIMARY.phone, 20, 1, "whisper_facial")
 
@@ -175,7 +176,7 @@ def test_primary_does_not_answer_backup_accepts_caller_hangs_up(desk, sink):
     assert ended.outcome == "connected"
     assert (ended.connected_at, ended.connected_seq, ended.connected_surgeon_id) == (s(40), 2, FACIAL_BACKUP.id)
     assert (ended.ended_at, ended.hangup_by, ended.team) == (s(301), "caller", "facial")
-    assert [(m.at, m.choice, m.label) for m in ended.menu] == [(s(8), "1", "facial")]
+    assert [(m.at, m.choice, m.label) for m in ended.menu] == [(s(7), "1", "facial")]
     one, two = ended.attempts
     assert (one.seq, one.kind, one.surgeon_id, one.phone, one.started_at, one.ended_at) == (
         1, "chain", FACIAL_PRIMARY.id, FACIAL_PRIMARY.phone, s(8), s(29))
@@ -243,6 +244,7 @@ def test_a_team_with_two_passes_rings_its_surgeon_twice_before_the_nurse(desk):
 
 def test_nurse_team_rings_the_nurse_at_once(desk):
     start(desk)
+    desk.menu_event(LINKEDID, "0", s(3))
     first = desk.route(LINKEDID, "nurse", "0", s(4))
     assert first == dial(NURSE_NUMBER, NURSE_RING_S, 1, "whisper_nurse")
     desk.accepted(LINKEDID, 1, s(10))
@@ -317,7 +319,7 @@ def test_repeated_route_request_does_not_start_a_second_attempt(desk, roster):
     assert again == first
     case = desk.calls[LINKEDID].case
     assert len(case.attempts) == 1 and case.attempts[0].ended_at is None
-    assert len(case.menu) == 1 and roster.reads == 1  # the chain stays frozen
+    assert case.menu == [] and roster.reads == 1  # the chain stays frozen; route records no key
 
 
 def test_repeated_route_with_a_one_step_chain_does_not_jump_to_the_nurse(desk):
