@@ -88,8 +88,13 @@ class CaseWriter:
                 self._busy = True
             try:
                 if final:
-                    self._attach_recording(case)
+                    try:
+                        self._attach_recording(case)
+                    except Exception:  # a bad recording must not cost the case itself
+                        logger.exception("attaching the recording of case %s failed", case.case_id)
                 self._save(case)
+            except Exception:  # the thread must outlive any one case
+                logger.exception("writing case %s failed", case.case_id)
             finally:
                 with self._cond:
                     self._busy = False

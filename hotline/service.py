@@ -51,6 +51,9 @@ class HotlineService:
         self.agi = FastAgiServer(
             build_routes(self.desk, clock, config.recordings_dir),
             host=config.agi_host, port=config.ports.agi,
+            # Asterisk caps caller-ID fields well below this; a longer line is
+            # refused, and the dialplan's fallback still serves the caller.
+            max_line_bytes=4096,
         )
         self.ami = AmiClient("127.0.0.1", config.ports.ami, AMI_USER, config.ami_secret())
         self._pending_hangups: dict[str, asyncio.TimerHandle] = {}

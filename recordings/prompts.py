@@ -109,6 +109,7 @@ def wav_duration_s(path: Path) -> float | None:
 
     try:
         with wave.open(str(path), "rb") as w:
-            return w.getnframes() / float(w.getframerate())
+            rate = w.getframerate()
+            return w.getnframes() / float(rate) if rate > 0 else None
     except (OSError, EOFError, wave.Error):
         return None
