@@ -96,7 +96,7 @@ def cmd_render(args, config: HotlineConfig) -> int:
     etc = instance.render(config)
     print(f"rendered Asterisk config into {etc}")
     if args.reload:
-        print("\n".join(instance.ami_command(config, "dialplan reload")))
+        print("\n".join(instance.asterisk_cli(config, "dialplan reload")))
     return 0
 
 
@@ -133,7 +133,7 @@ def cmd_serve(args, config: HotlineConfig) -> int:
 def cmd_asterisk(args, config: HotlineConfig) -> int:
     from hotline import instance
 
-    print("\n".join(instance.ami_command(config, " ".join(args.command))))
+    print("\n".join(instance.asterisk_cli(config, " ".join(args.command))))
     return 0
 
 

@@ -60,10 +60,6 @@ class HotlineConfig:
         """The AMI secret for this instance, generated once and kept 0600 in var/."""
         return _secret_file(self.instance_dir / "ami.secret")
 
-    def ami_admin_secret(self) -> str:
-        """The secret of the local harness's AMI account (hotline up/down, tests)."""
-        return _secret_file(self.instance_dir / "ami-admin.secret")
-
     def sip_secret(self) -> str:
         """The password of the test-phone SIP endpoints, generated like the AMI one."""
         return _secret_file(self.instance_dir / "sip.secret")

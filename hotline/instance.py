@@ -5,7 +5,7 @@ service's own wiring is in hotline/service.py.
 """
 from __future__ import annotations
 
-import asyncio
+import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -15,12 +15,8 @@ from db.session import make_engine, migrate
 from dialplans.render import render_all, write_config
 from hotline import proc, sandbox
 from hotline.config import HotlineConfig
-from ivr.ami import AmiClient, AmiError
 from ivr.menu import load_menu
 from recordings.prompts import generate_prompts
-
-ADMIN_USER = "hotline-admin"
-
 
 class InstanceError(RuntimeError):
     """The local instance could not be prepared, started or reached."""
@@ -47,7 +43,7 @@ def render(config: HotlineConfig) -> Path:
         menu=menu, menu_source=str(config.menu_file), instance=config.instance,
         instance_dir=config.instance_dir, prompts_dir=config.prompts_dir,
         recordings_dir=config.recordings_dir, ports=config.ports, agi_host=config.agi_host,
-        ami_secret=config.ami_secret(), ami_admin_secret=config.ami_admin_secret(),
+        ami_secret=config.ami_secret(),
         sip_secret=config.sip_secret(),
     )
     etc = config.instance_dir / "etc"
@@ -70,10 +66,10 @@ def start_asterisk(config: HotlineConfig, timeout_s: float = 30.0) -> sandbox.As
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            out = ami_command(config, "core waitfullybooted", timeout_s=10)
+            out = asterisk_cli(config, "core waitfullybooted", timeout_s=10)
             if any("fully booted" in line for line in out):
                 return proc
-        except (AmiError, OSError):
+        except InstanceError:
             pass
         if not proc.alive():
             raise InstanceError(f"Asterisk exited during start; see {proc.log_file}")
@@ -95,26 +91,32 @@ def stop_asterisk(config: HotlineConfig) -> bool:
     return running is not None
 
 
-def ami_command(config: HotlineConfig, command: str, timeout_s: float = 5.0) -> list[str]:
-    """Run an Asterisk CLI command through the harness's AMI account; its output lines."""
+def asterisk_cli(config: HotlineConfig, command: str, timeout_s: float = 10.0) -> list[str]:
+    """Run an Asterisk CLI command (`asterisk -rx`) in the sandbox; its output lines.
 
-    async def run() -> list[str]:
-        client = AmiClient("127.0.0.1", config.ports.ami, ADMIN_USER, config.ami_admin_secret(),
-                           events=False, action_timeout_s=timeout_s, connect_timeout_s=timeout_s,
-                           ping_interval_s=None)
-        await client.connect()
-        try:
-            response = await client.send("Command", Command=command)
-        finally:
-            await client.close()
-        return response.output
-
-    return asyncio.run(run())
+    The control socket lives in the bind-mounted run dir, visible only in
+    Asterisk's private mount namespace, so the command enters it with nsenter.
+    No AMI account with `command` privilege has to exist for the harness.
+    """
+    running = sandbox.running_asterisk(config.asterisk_root, config.instance_dir)
+    if running is None:
+        raise InstanceError(f"Asterisk of instance {config.instance!r} is not running")
+    conf = config.instance_dir / "etc" / "asterisk.conf"
+    try:
+        out = subprocess.run(
+            ["nsenter", "--mount", "--target", str(running.pid), "chroot", str(config.asterisk_root),
+             "/usr/sbin/asterisk", "-C", str(conf), "-rx", command],
+            capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise InstanceError(f"Asterisk did not answer {command!r} within {timeout_s}s") from None
+    if out.returncode != 0:
+        raise InstanceError(f"asterisk -rx {command!r} failed: {(out.stderr or out.stdout).strip()[:200]}")
+    return out.stdout.splitlines()
 
 
 def channel_count(config: HotlineConfig) -> int:
     """Active channels in Asterisk right now (tests assert none are left)."""
-    for line in ami_command(config, "core show channels count"):
+    for line in asterisk_cli(config, "core show channels count"):
         if "active channel" in line:
             return int(line.split()[0])
     raise InstanceError("could not read the channel count")

@@ -100,6 +100,8 @@ def normalise_number(raw: str) -> str | None:
         return compact
     if not international or international.startswith("0"):
         return None  # no country code starts with 0: "+0…", "000…" are not numbers
+    if len(international) > 15:
+        return None  # E.164 numbers have at most 15 digits
     if not international.startswith("86"):
         return "00" + international
     national = international[2:]

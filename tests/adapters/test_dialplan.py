@@ -101,7 +101,7 @@ def render(tmp_path: Path, menu_file: Path) -> Rendered:
     files = render_all(
         menu=menu, menu_source=str(menu_file), instance="t", instance_dir=dirs["instance"],
         prompts_dir=dirs["prompts"], recordings_dir=dirs["recordings"], ports=PORTS,
-        agi_host="127.0.0.1", ami_secret="ami-secret-x", ami_admin_secret="admin-secret-y",
+        agi_host="127.0.0.1", ami_secret="ami-secret-x",
         sip_secret="sip-secret-z",
     )
     return Rendered(menu, files, dirs)
@@ -314,11 +314,11 @@ def test_manager_binds_to_loopback_and_permits_loopback_only(rendered):
     assert general["bindaddr"] == ["127.0.0.1"] and general["port"] == [str(PORTS.ami)]
     assert general.get("webenabled", ["no"]) == ["no"]
     users = [(name, keys) for name, keys in sections if name != "general"]
-    assert {name for name, _ in users} == {"hotline", "hotline-admin"}
+    assert {name for name, _ in users} == {"hotline"}  # the harness uses asterisk -rx
     for name, keys in users:
         assert keys["deny"] == ["0.0.0.0/0.0.0.0"], name
         assert keys["permit"] == ["127.0.0.1/255.255.255.255"], name
-        assert keys["secret"][0] in ("ami-secret-x", "admin-secret-y")
+        assert keys["secret"][0] == "ami-secret-x"
 
 
 def test_the_hotline_ami_user_cannot_run_commands_or_originate(rendered):
@@ -342,7 +342,7 @@ def test_render_all_refuses_paths_the_dialplan_would_split(tmp_path, bad, which)
     dirs[which] = tmp_path / f"x{bad}y"
     with pytest.raises(ValueError, match="path not usable"):
         render_all(menu=load_menu(MENUS["shipped"]), menu_source="m", instance="t", ports=PORTS,
-                   agi_host="127.0.0.1", ami_secret="a", ami_admin_secret="b", sip_secret="c", **dirs)
+                   agi_host="127.0.0.1", ami_secret="a", sip_secret="c", **dirs)
 
 
 def test_write_config_writes_private_files_in_a_private_dir(tmp_path):

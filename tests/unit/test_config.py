@@ -121,8 +121,7 @@ def test_secrets_are_generated_once_private_and_stable(tmp_path):
     assert len(secret) >= 32 and secret.strip() == secret
     assert config.ami_secret() == secret
     assert load_config(env={}, var_dir=tmp_path / "var", instance="t").ami_secret() == secret
-    others = {config.ami_admin_secret(), config.sip_secret()}
-    assert len(others | {secret}) == 3  # one secret per purpose
+    assert config.sip_secret() != secret  # one secret per purpose
     assert stat.S_IMODE((config.instance_dir / "sip.secret").stat().st_mode) == 0o600
     other = load_config(env={}, var_dir=tmp_path / "var", instance="u")
     assert other.ami_secret() != secret  # and per instance
