@@ -129,7 +129,7 @@ def _service_pid_file(config: HotlineConfig) -> Path:
 
 def start_service(config: HotlineConfig, env: dict[str, str] | None = None,
                   timeout_s: float = 20.0) -> int:
-    """Start `hotline serve` in the background for this instance; wait until FastAGI listens."""
+    """Start `hotline serve` (watchdog + worker) in the background; wait until the worker is ready."""
     pid = service_pid(config)
     if pid is not None:
         return pid
@@ -143,11 +143,8 @@ def start_service(config: HotlineConfig, env: dict[str, str] | None = None,
     while time.monotonic() < deadline:
         if not proc.alive(pid):
             raise InstanceError(f"the service exited during start; see {log_file}")
-        try:
-            if int(ready.read_text()) == pid:
-                return pid
-        except (OSError, ValueError):
-            pass
+        if worker_pid(config) is not None:
+            return pid
         time.sleep(0.1)
     raise InstanceError(f"the service did not listen on {config.ports.agi}; see {log_file}")
 
@@ -159,6 +156,15 @@ def service_pid(config: HotlineConfig) -> int | None:
         return None
     line = proc.cmdline(pid)
     return pid if b"hotline" in line and b"serve" in line and proc.alive(pid) else None
+
+
+def worker_pid(config: HotlineConfig) -> int | None:
+    """The pid of the service worker (under `hotline serve`'s watchdog) once it is ready."""
+    try:
+        pid = int((config.instance_dir / "service.ready").read_text())
+    except (OSError, ValueError):
+        return None
+    return pid if proc.alive(pid) else None
 
 
 def stop_service(config: HotlineConfig, timeout_s: float = 15.0) -> bool:

@@ -18,11 +18,13 @@ from db.session import make_engine
 from hotline.casewriter import CaseWriter
 from hotline.config import HotlineConfig
 from hotline.rostercache import RosterCache
+from hotline.supervisor import touch
 from ivr.ami import AmiClient, AmiError, Message
 from ivr.calls import CallDesk
 from ivr.fastagi import FastAgiServer
 from ivr.handlers import build_routes
 from ivr.menu import load_menu
+from ivr.mirror import AstdbMirror, ami_db_put
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +58,8 @@ class HotlineService:
             max_line_bytes=4096,
         )
         self.ami = AmiClient("127.0.0.1", config.ports.ami, AMI_USER, config.ami_secret())
+        self.mirror = AstdbMirror(ami_db_put(self.ami.send), self.roster_cache.roster,
+                                  (*self.menu.teams, "nurse"), clock)
         self._pending_hangups: dict[str, asyncio.TimerHandle] = {}
 
     async def start(self) -> None:
@@ -63,24 +67,56 @@ class HotlineService:
         self.writer.start()
         await self.agi.start()
         self.ami.add_listener(self._on_event)
-        try:
-            await self.ami.connect()
-        except (AmiError, OSError) as exc:
-            # Calls are served through FastAGI alone; AMI only adds detail.
-            logger.warning("AMI not reachable at start (%s); continuing without events",
-                           type(exc).__name__)
+        self.ami.on_reconnect(self.mirror.forget)
+        self._ami_task = asyncio.create_task(self._connect_ami(), name="ami-connect")
         logger.info("hotline service ready: FastAGI %s:%d", self.config.agi_host, self.agi.port)
         # `hotline up` waits for this file rather than probing the AGI port.
         self.ready_file.write_text(f"{os.getpid()}\n")
+        self._watchdog_task = asyncio.create_task(self._feed_watchdog(), name="watchdog")
+
+    @property
+    def heartbeat_file(self) -> Path:
+        return self.config.instance_dir / "service.heartbeat"
+
+    async def _feed_watchdog(self) -> None:
+        """Touch the supervisor's heartbeat file from the event loop: if the loop
+        stalls (or the process is stopped), the supervisor kills and restarts us."""
+        while True:
+            touch(self.heartbeat_file)
+            await asyncio.sleep(0.5)
 
     @property
     def ready_file(self) -> Path:
         return self.config.instance_dir / "service.ready"
 
+    async def _connect_ami(self, retry_s: float = 2.0) -> None:
+        """Log in to AMI, retrying until it works; the client reconnects by itself after that."""
+        while True:
+            try:
+                await self.ami.connect()
+                self.mirror.start()
+                return
+            except (AmiError, OSError) as exc:
+                # Meanwhile there is no heartbeat, so the dialplan routes from the
+                # mirror; requests that do reach the service are still answered.
+                logger.warning("AMI not reachable (%s); retrying in %.0fs", type(exc).__name__, retry_s)
+                await asyncio.sleep(retry_s)
+
     async def stop(self) -> None:
+        """Stop taking new requests, finish those in flight, write what is pending."""
         self.ready_file.unlink(missing_ok=True)
+        self._watchdog_task.cancel()
         for handle in self._pending_hangups.values():
             handle.cancel()
+        await self.mirror.stop()
+        try:
+            # Tell the dialplan at once not to ask any more (rather than after
+            # the heartbeat goes stale).
+            await asyncio.wait_for(self.ami.send("DBPut", Family="hotline", Key="heartbeat", Val="0"), 2)
+        except (AmiError, OSError, asyncio.TimeoutError):
+            pass
+        self._ami_task.cancel()
+        await asyncio.gather(self._ami_task, return_exceptions=True)
         await self.agi.stop()
         await self.ami.close()
         self.roster_cache.stop()

@@ -19,6 +19,7 @@ from cases import lifecycle
 from cases.lifecycle import Case, CaseError
 from ivr.menu import Menu
 from oncall.model import HOTLINE_TZ, Roster
+from routing.busy import prefer_free
 from routing.callers import CallerClass, classify, safe_text
 from routing.escalation import (
     AttemptOutcome,
@@ -190,7 +191,7 @@ class CallDesk:
         lifecycle.set_team(live.case, at, team)
         roster = self.roster_source.roster()
         live.chain = (EscalationChain(team=NURSE_TEAM, steps=(), repeats=0) if team == NURSE_TEAM
-                      else build_chain(roster, team, at))
+                      else prefer_free(build_chain(roster, team, at), self._busy_phones(live)))
         decision = next_decision(live.chain, [], self.nurse)
         return self._instruction(live, decision, at)
 
@@ -266,6 +267,17 @@ class CallDesk:
         return [live.case for live in self.calls.values()]
 
     # -- helpers ---------------------------------------------------------
+    def _busy_phones(self, exclude: LiveCall) -> frozenset[str]:
+        """Phones ringing or talking on the other live calls right now."""
+        busy = set()
+        for live in self.calls.values():
+            if live is exclude:
+                continue
+            for attempt in live.case.attempts:
+                if attempt.ended_at is None or attempt.seq == live.case.connected_seq:
+                    busy.add(attempt.phone)
+        return frozenset(busy)
+
     def _live(self, linkedid: str) -> LiveCall:
         try:
             return self.calls[linkedid]

@@ -109,6 +109,7 @@ class BaresipPhone:
         self._proc: subprocess.Popen | None = None
         self._reader: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._backlog: list[Event] = []
 
     # -- lifecycle -------------------------------------------------------
     def start(self, timeout_s: float = 10.0) -> "BaresipPhone":
@@ -233,7 +234,19 @@ class BaresipPhone:
         return reply
 
     def wait_event(self, *types: str, user: str | None = None, timeout_s: float = 30.0) -> Event:
-        """The next event of one of `types` (for account `user` if given); others are skipped."""
+        """The next event of one of `types` (for account `user` if given).
+
+        Events that do not match are kept for a later wait, not dropped: with
+        several phones in one process, one phone's ring may arrive while a
+        test waits for another phone's answer.
+        """
+        def matches(event: Event) -> bool:
+            return event.type in types and (user is None or event.user == user)
+
+        with self._lock:
+            for index, event in enumerate(self._backlog):
+                if matches(event):
+                    return self._backlog.pop(index)
         deadline = time.monotonic() + timeout_s
         while True:
             remaining = deadline - time.monotonic()
@@ -244,8 +257,11 @@ class BaresipPhone:
                 event = self.events.get(timeout=remaining)
             except queue.Empty:
                 continue
-            if event.type in types and (user is None or event.user == user):
+            if matches(event):
                 return event
+            with self._lock:
+                self._backlog.append(event)
+                del self._backlog[:-500]  # bounded: old noise (RTCP reports) goes
 
     # -- actions ---------------------------------------------------------
     def select(self, account: PhoneAccount | str) -> None:

@@ -35,6 +35,7 @@ class CallResult:
     caller_connected: bool = False
     bridged_to: str | None = None
     caller_closed: str | None = None
+    answered_at: float | None = None  # time.monotonic() when the hotline answered
     log: list[str] = field(default_factory=list)
 
 
@@ -42,7 +43,8 @@ class SurgeonPhones:
     """The phones of every surgeon and the duty nurse, answering per a script."""
 
     def __init__(self, workdir: Path, numbers: list[str], port: int, surgeons: list[str],
-                 say: Callable[[str], None] = print, answer_delay_s: float = 0.5):
+                 say: Callable[[str], None] = print, answer_delay_s: float = 0.5,
+                 hook: Callable[[str], None] = lambda event: None):
         for b in surgeons:
             if b not in BEHAVIOURS:
                 raise ValueError(f"unknown surgeon behaviour {b!r}; one of {', '.join(BEHAVIOURS)}")
@@ -53,6 +55,7 @@ class SurgeonPhones:
         self.answer_delay_s = answer_delay_s
         self.rings: list[Ring] = []
         self.bridged_to: str | None = None
+        self.hook = hook
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="surgeon-phones", daemon=True)
 
@@ -79,6 +82,7 @@ class SurgeonPhones:
             behaviour = self._behaviour()
             self.rings.append(Ring(event.user, behaviour, time.monotonic()))
             self.say(f"  surgeon phone {event.user} rings ({behaviour})")
+            self.hook(f"ring:{event.user}")
             if behaviour == "ignore":
                 continue
             try:
@@ -99,21 +103,25 @@ class SurgeonPhones:
         self.say(f"  surgeon phone {event.user} pressed {key}")
         if behaviour == "accept":
             self.bridged_to = event.user
+            self.hook(f"accepted:{event.user}")
 
 
 def place_call(*, workdir: Path, sip_port: int, number: str, password: str,
                caller_number: str, press: str, surgeon_port: int, surgeon_numbers: list[str],
                surgeons: list[str], talk_s: float = 3.0, timeout_s: float = 120.0,
-               hangup_in_menu: bool = False, press_gap_s: float = 0.3,
-               say: Callable[[str], None] = print) -> CallResult:
+               hangup_in_menu: bool = False, press_gap_s: float = 0.3, press_after_s: float = 1.0,
+               say: Callable[[str], None] = print,
+               hook: Callable[[str], None] = lambda event: None) -> CallResult:
     """Dial the hotline from `caller_number`, press `press`, and play the surgeons' script.
 
     The caller hangs up `talk_s` after being bridged, or when `timeout_s` runs
-    out, or right after pressing when `hangup_in_menu`.
+    out, or right after pressing when `hangup_in_menu`. `hook` hears the
+    moments a test may want to break something at: "answered" (the hotline
+    answered the caller), "ring:<number>", "accepted:<number>".
     """
     result = CallResult()
     surgeons_net = SurgeonPhones(workdir / "surgeons", surgeon_numbers, surgeon_port, surgeons,
-                                 say=say).start()
+                                 say=say, hook=hook).start()
     caller = BaresipPhone(workdir / "caller", [PhoneAccount(
         caller_number, port=sip_port, auth_user="caller", password=password)], name="caller")
     try:
@@ -122,7 +130,9 @@ def place_call(*, workdir: Path, sip_port: int, number: str, password: str,
         caller.dial(f"sip:{number}@127.0.0.1:{sip_port}")
         caller.wait_event("CALL_ESTABLISHED", timeout_s=10)
         result.caller_connected = True
-        time.sleep(1.0)
+        result.answered_at = time.monotonic()
+        hook("answered")
+        time.sleep(press_after_s)
         if press:
             say(f"caller presses {press}")
             caller.press(press, gap_s=press_gap_s)

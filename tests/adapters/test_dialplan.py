@@ -26,7 +26,7 @@ PORTS = Ports(sip=15060, ami=15038, agi=15073, surgeon_phones=15070, rtp_start=1
 SENSITIVE_APP = re.compile(r"\b(Dial|MixMonitor|Record|System|DB|DB_DELETE|DBdeltree|TrySystem|Monitor)\(")
 # Values the caller chooses; ${ARG} is safe only through FILTER().
 CALLER_CONTROLLED = ("${EXTEN}", "${CALLERID(", "${HOTLINE_CHOICE}", "${HOTLINE_KEY}", "${ARG")
-GLOBALS = {"HOTLINE_AGI", "HOTLINE_PROMPTS", "HOTLINE_RECORDINGS", "HOTLINE_FALLBACK"}
+GLOBALS = {"HOTLINE_AGI", "HOTLINE_PROMPTS", "HOTLINE_RECORDINGS", "HOTLINE_FALLBACK", "HOTLINE_STALE_S"}
 SERVICE_VARS = {channel_vars.TARGET, channel_vars.RING_S, channel_vars.ATTEMPT,
                 channel_vars.WHISPER, channel_vars.PARTNER}
 
@@ -120,15 +120,29 @@ def test_all_config_files_are_rendered(rendered):
     assert all("{{" not in text and "{%" not in text for text in rendered.files.values())
 
 
-def test_every_agi_request_names_its_call_by_linkedid(rendered):
-    agi = [line for line in rendered.lines() if "AGI(" in line.app]
-    assert len(agi) >= 6
-    for line in agi:
-        assert line.app.startswith("AGI(") and line.app.endswith(")"), line.text
-        url = line.app[len("AGI("):-1].split(",")[0]
-        assert re.fullmatch(r"\$\{HOTLINE_AGI\}/[a-z_]+\?linkedid=\$\{CHANNEL\(linkedid\)\}", url), line.text
-    routes = {re.search(r"/([a-z_]+)\?", line.app).group(1) for line in agi}
-    assert routes == {"call_start", "menu", "route", "attempt_ended", "accepted", "call_end"}
+REQUESTS = {"call_start", "menu", "route", "attempt_ended", "accepted", "call_end"}
+
+
+def _requests(rendered) -> list[tuple[str, "Line"]]:
+    """(request name, line) for every Gosub into the [hotline-agi] wrapper."""
+    found = []
+    for line in rendered.lines():
+        if line.app.startswith("Gosub(hotline-agi,"):
+            match = re.fullmatch(r"Gosub\(hotline-agi,s,1\(([a-z_]+)(,.*)?\)\)", line.app)
+            assert match, line.text  # the request name is always a literal of ours
+            found.append((match.group(1), line))
+    return found
+
+
+def test_every_request_goes_through_one_heartbeat_gated_agi_line_naming_the_call(rendered):
+    agi = [line for line in rendered.lines() if line.app.startswith("AGI(")]
+    assert len(agi) == 1 and agi[0].context == "hotline-agi"
+    assert agi[0].app.startswith("AGI(${HOTLINE_AGI}/${ARG1}?linkedid=${CHANNEL(linkedid)},")
+    wrapper = [line.app for line in rendered.lines() if line.context == "hotline-agi"]
+    assert wrapper[0] == "Set(HOTLINE_OK=)"
+    gate = next(i for i, app in enumerate(wrapper) if "${DB(hotline/heartbeat)}" in app)
+    assert gate < wrapper.index(agi[0].app) and wrapper[gate].startswith("GotoIf(")
+    assert {name for name, _ in _requests(rendered)} == REQUESTS
 
 
 def test_no_caller_controlled_value_reaches_dial_files_shell_or_db(rendered):
@@ -148,7 +162,7 @@ def test_no_caller_controlled_value_reaches_dial_files_shell_or_db(rendered):
 
 def test_the_caller_id_loses_control_characters_before_any_agi_request(rendered):
     inbound = [line.app for line in rendered.lines() if line.context == "hotline-inbound"]
-    first_agi = next(i for i, app in enumerate(inbound) if app.startswith("AGI("))
+    first_agi = next(i for i, app in enumerate(inbound) if app.startswith("Gosub(hotline-agi,"))
     before = inbound[:first_agi]
     assert "Set(CALLERID(num)=${FILTER(\\x20-\\x7e,${CALLERID(num)})})" in before
     assert any(app.startswith("Set(CALLERID(name)=${FILTER(") for app in before)
@@ -156,6 +170,8 @@ def test_the_caller_id_loses_control_characters_before_any_agi_request(rendered)
 
 def test_the_arguments_of_the_surgeon_leg_are_used_only_filtered(rendered):
     for line in rendered.lines():
+        if line.context == "hotline-agi":
+            continue  # the request wrapper: its ARGs come from our own Gosub calls (checked above)
         if "${ARG" in line.app:
             unfiltered = strip_filtered(line.app)
             # ARG1 (a channel name) only inside SHARED()'s channel argument; ARG3 only tested for ""
@@ -179,7 +195,8 @@ def test_variables_in_dial_files_and_db_come_from_safe_sources_only(rendered):
         for name, values in assignments.items():
             if name in safe:
                 continue
-            if all(_safe_assignment(value, app, safe) for value, app in values):
+            # A variable built from itself (a counter) is safe if all else it uses is.
+            if all(_safe_assignment(value, app, safe | {name}) for value, app in values):
                 safe.add(name)
                 changed = True
     for line in rendered.lines():
@@ -220,7 +237,7 @@ def test_service_values_are_filtered_again_between_the_request_and_the_dial(rend
         for earlier in reversed(lines[:index]):
             if earlier.context != line.context:
                 break
-            if "AGI(" in earlier.app:
+            if "AGI(" in earlier.app or earlier.app.startswith("Gosub(hotline-agi,"):
                 break
             if m := re.match(r"Set\(([A-Z_]+)=\$\{FILTER\([^,]+,\$\{\1\}\)\}\)$", earlier.app):
                 filtered.add(m.group(1))
@@ -266,10 +283,15 @@ def test_every_menu_key_is_an_exact_comparison(rendered):
 
 def test_every_request_is_trusted_only_with_hotline_ok(rendered):
     lines = rendered.lines()
-    for index, line in enumerate(lines):
-        if "AGI(" in line.app and any(f"/{r}?" in line.app for r in ("call_start", "route", "attempt_ended")):
-            assert lines[index - 1].app == "Set(HOTLINE_OK=)", line.text
-            assert lines[index + 1].app == 'GotoIf($["${HOTLINE_OK}" != "1"]?hotline-fallback,s,1)', line.text
+    checked = set()
+    for name, line in _requests(rendered):
+        if name in ("call_start", "route", "attempt_ended"):
+            index = lines.index(line)
+            after = lines[index + 1].app
+            target = "hotline-menu" if name == "call_start" else "hotline-mirror"
+            assert after == f'GotoIf($["${{HOTLINE_OK}}" != "1"]?{target},s,1)', line.text
+            checked.add(name)
+    assert checked == {"call_start", "route", "attempt_ended"}
 
 
 def test_paths_and_globals_are_those_rendered(rendered):

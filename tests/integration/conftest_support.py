@@ -112,6 +112,15 @@ class Hotline:
                 return count
             time.sleep(0.3)
 
+    def wait_mirror(self, phone: str = "13700000201", timeout_s: float = 20.0) -> None:
+        """Until the service has pushed the chains into AstDB (it does so after AMI login)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if any(phone in line for line in instance.asterisk_cli(self.config, "database show hotline-chain")):
+                return
+            time.sleep(0.3)
+        raise AssertionError("the service never mirrored the chains into AstDB")
+
     def restart_service(self, env: dict[str, str] | None = None) -> None:
         instance.stop_service(self.config)
         instance.start_service(self.config, env=env or self.env)

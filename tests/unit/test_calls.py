@@ -575,3 +575,16 @@ def test_the_desk_asks_for_an_id_with_the_call_time(menu, roster, sink):
     assert ids.asked_at == [T0]
     default = CallDesk(menu, roster, RecordingSink())
     assert CASE_ID.fullmatch(default.call_start(LINKEDID, CALLER_CHANNEL, CALLER, T0).case.case_id)
+
+
+def test_a_second_caller_reaches_the_free_surgeon_first(desk):
+    """Two callers for the same team at once: the second starts with the backup."""
+    start(desk)
+    first = desk.route(LINKEDID, "facial", "1", s(5))
+    assert first.target == FACIAL_PRIMARY.phone
+    other = "1795633620.7"
+    desk.call_start(other, "PJSIP/caller-00000009", "13900139000", s(6))
+    second = desk.route(other, "facial", "1", s(7))
+    assert second.target == FACIAL_BACKUP.phone
+    # the primary is rung for the second caller too, after the free one
+    assert desk.attempt_ended(other, 1, "NOANSWER", "", None, 20, s(30)).target == FACIAL_PRIMARY.phone

@@ -1,0 +1,166 @@
+"""Never lose a caller: the service killed or hung at each step of a call.
+
+Each test breaks the service at one moment of a real call and checks the caller
+still reaches a human, within a bound, through the AstDB mirror of the team's
+chain (pushed by the service before it broke) or the static fallback.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from conftest_support import NURSE, Hotline
+from hotline import instance
+from testphones.baresip import BaresipPhone, PhoneAccount
+from testphones.scenario import SurgeonPhones
+
+pytestmark = pytest.mark.integration
+
+REPLANT_PRIMARY, REPLANT_BACKUP = "13700000201", "13700000202"
+# From the hotline answering to the first surgeon phone ringing, with the test
+# menu's short prompts: greeting + key + consent + any stall detection.
+TIME_TO_A_RING_S = 15.0
+
+
+def kill_service(line: Hotline) -> None:
+    """SIGKILL the whole service, watchdog and worker: a crash, no clean-up."""
+    for pid in (instance.service_pid(line.config), instance.worker_pid(line.config)):
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def broken(line: Hotline):
+    """The hotline for a test that breaks the service; it is whole again afterwards."""
+    line.wait_mirror()
+    yield line
+    instance.stop_service(line.config)
+    instance.start_service(line.config, env=line.env)
+
+
+def first_ring_after_answer(result) -> float:
+    assert result.rings and result.answered_at is not None
+    return result.rings[0].at - result.answered_at
+
+
+def test_service_down_before_the_call_the_mirror_rings_the_chosen_team(broken: Hotline):
+    kill_service(broken)
+    result, _ = broken.call("13611110101", press="2", surgeons="accept")
+    assert [r.number for r in result.rings] == [REPLANT_PRIMARY]
+    assert result.bridged_to == REPLANT_PRIMARY
+    assert first_ring_after_answer(result) < TIME_TO_A_RING_S
+
+
+def test_service_killed_in_the_menu(broken: Hotline):
+    def hook(event: str) -> None:
+        if event == "answered":
+            kill_service(broken)
+
+    result, _ = broken.call("13611110102", press="2", surgeons="accept", hook=hook)
+    assert [r.number for r in result.rings] == [REPLANT_PRIMARY]
+    assert result.bridged_to == REPLANT_PRIMARY
+
+
+def test_service_killed_while_a_surgeon_rings_the_mirror_goes_on_to_the_next(broken: Hotline):
+    def hook(event: str) -> None:
+        if event == f"ring:{REPLANT_PRIMARY}":
+            kill_service(broken)
+
+    result, _ = broken.call("13611110103", press="2", surgeons="ignore,accept", hook=hook)
+    # The primary already had their ring: the mirror starts after the attempts made.
+    assert [r.number for r in result.rings] == [REPLANT_PRIMARY, REPLANT_BACKUP]
+    assert result.bridged_to == REPLANT_BACKUP
+
+
+def test_service_killed_after_the_bridge_the_conversation_goes_on(broken: Hotline):
+    def hook(event: str) -> None:
+        if event.startswith("accepted:"):
+            kill_service(broken)
+
+    result, _ = broken.call("13611110104", press="2", surgeons="accept", talk_s=4, hook=hook)
+    assert result.bridged_to == REPLANT_PRIMARY
+    assert result.caller_closed == "caller hung up after talking"  # not cut off
+
+
+def test_service_hung_mid_call_the_watchdog_frees_the_caller(broken: Hotline):
+    """SIGSTOP the worker just as the caller is answered: its request hangs
+    until the watchdog kills the worker (heartbeat older than 3 s), then the
+    dialplan goes on without it and the caller still reaches the team."""
+    def hook(event: str) -> None:
+        if event == "answered":
+            worker = instance.worker_pid(broken.config)
+            assert worker is not None
+            os.kill(worker, signal.SIGSTOP)
+
+    # The caller presses when the greeting plays, i.e. after the stalled request.
+    result, since = broken.call("13611110105", press="2", surgeons="accept", hook=hook,
+                                press_after_s=6.0)
+    assert result.bridged_to == REPLANT_PRIMARY
+    assert first_ring_after_answer(result) < TIME_TO_A_RING_S + 6
+    # The restarted worker never saw the start, yet the hang-up gives the call a case.
+    case = broken.case_for("13611110105", since)
+    assert case.fallback and case.ended_at is not None
+
+
+def test_service_stopped_cleanly_tells_the_dialplan_at_once(broken: Hotline):
+    instance.stop_service(broken.config)  # SIGTERM: heartbeat set to 0 on the way out
+    lines = instance.asterisk_cli(broken.config, "database get hotline heartbeat")
+    assert any("Value: 0" in line for line in lines), lines
+    result, _ = broken.call("13611110106", press="1", surgeons="accept")
+    assert result.bridged_to == "13700000101"
+
+
+def test_asterisk_restarted_the_service_reconnects_and_serves_again(broken: Hotline):
+    instance.stop_asterisk(broken.config)
+    (broken.config.instance_dir / "lib" / "astdb.sqlite3").unlink()  # a fresh Asterisk knows nothing
+    instance.start_asterisk(broken.config)
+    broken.wait_mirror()  # the service reconnected (with backoff) and pushed the chains again
+    result, since = broken.call("13611110107", press="2", surgeons="accept")
+    assert result.bridged_to == REPLANT_PRIMARY
+    case = broken.case_for("13611110107", since)  # served by the service, not the mirror
+    assert case.outcome == "connected" and not case.fallback
+
+
+def test_two_callers_at_once_reach_two_different_surgeons(line: Hotline):
+    workdir = Path(tempfile.mkdtemp(dir=line.workdir))
+    surgeons = SurgeonPhones(workdir / "surgeons", line.phones, line.config.ports.surgeon_phones,
+                             ["accept"], say=lambda _: None, answer_delay_s=2.0).start()
+    callers = [BaresipPhone(workdir / f"caller{i}", [PhoneAccount(
+        number, port=line.config.ports.sip, auth_user="caller", password=line.config.sip_secret())],
+        name=f"caller{i}").start() for i, number in enumerate(("13611110201", "13611110202"))]
+    since = datetime.now(timezone.utc)
+    try:
+        def call(phone: BaresipPhone) -> None:
+            phone.dial(f"sip:96608@127.0.0.1:{line.config.ports.sip}")
+            phone.wait_event("CALL_ESTABLISHED", timeout_s=10)
+            time.sleep(1.0)
+            phone.press("1")
+
+        threads = [threading.Thread(target=call, args=(c,)) for c in callers]
+        for t in threads:
+            t.start()
+            time.sleep(0.5)  # the second caller a moment after the first
+        for t in threads:
+            t.join(20)
+        deadline = time.monotonic() + 30
+        while len(surgeons.rings) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(4)  # both accepted and talking
+        rung = [r.number for r in surgeons.rings]
+        assert sorted(rung[:2]) == ["13700000101", "13700000102"], rung
+        for c in callers:
+            c.hangup()
+    finally:
+        for c in callers:
+            c.stop()
+        surgeons.stop()
+    cases = [line.case_for(n, since) for n in ("13611110201", "13611110202")]
+    assert {c.connected_surgeon_id for c in cases} == {1, 2}
+    assert all(c.outcome == "connected" for c in cases)
