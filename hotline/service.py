@@ -38,6 +38,16 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def close_vanished_calls(desk: CallDesk, channels: list[Message], at: datetime) -> list[str]:
+    """End the live cases whose call has no channel left in Asterisk; their linkedids."""
+    alive = {c.get("Linkedid") for c in channels} | {c.get("Uniqueid") for c in channels}
+    gone = [linkedid for linkedid in list(desk.calls) if linkedid not in alive]
+    for linkedid in gone:
+        logger.warning("call %s ended while AMI was away; closing its case", linkedid)
+        desk.hung_up(linkedid, at)
+    return gone
+
+
 class HotlineService:
     def __init__(self, config: HotlineConfig, clock: Callable[[], datetime] = utcnow):
         self.config = config
@@ -68,6 +78,7 @@ class HotlineService:
         await self.agi.start()
         self.ami.add_listener(self._on_event)
         self.ami.on_reconnect(self.mirror.forget)
+        self.ami.on_reconnect(self.resync)
         self._ami_task = asyncio.create_task(self._connect_ami(), name="ami-connect")
         logger.info("hotline service ready: FastAGI %s:%d", self.config.agi_host, self.agi.port)
         # `hotline up` waits for this file rather than probing the AGI port.
@@ -133,6 +144,20 @@ class HotlineService:
             await stop.wait()
         finally:
             await self.stop()
+
+    async def resync(self) -> int:
+        """After an AMI reconnect: close the cases of calls whose channels are gone.
+
+        Events are never replayed, so a Hangup during the gap was missed; the
+        channels still up (CoreShowChannels) tell which calls are alive. What
+        else happened in the gap is recovered from CDR/CEL by reconciliation.
+        """
+        try:
+            _, channels = await self.ami.send_list("CoreShowChannels")
+        except (AmiError, OSError) as exc:
+            logger.warning("resync after reconnect failed (%s)", type(exc).__name__)
+            return 0
+        return len(close_vanished_calls(self.desk, channels, self.clock()))
 
     def _on_event(self, event: Message) -> None:
         """Fold AMI events into the live cases; runs on the loop, must not block."""

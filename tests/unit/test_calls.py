@@ -588,3 +588,17 @@ def test_a_second_caller_reaches_the_free_surgeon_first(desk):
     assert second.target == FACIAL_BACKUP.phone
     # the primary is rung for the second caller too, after the free one
     assert desk.attempt_ended(other, 1, "NOANSWER", "", None, 20, s(30)).target == FACIAL_PRIMARY.phone
+
+
+def test_after_an_ami_gap_calls_without_channels_are_closed(desk, sink):
+    from hotline.service import close_vanished_calls
+    from ivr.ami import Message
+
+    start(desk)
+    other = "1795633620.7"
+    desk.call_start(other, "PJSIP/caller-00000009", "13900139000", s(1))
+    still_up = [Message([("Event", "CoreShowChannel"), ("Uniqueid", other), ("Linkedid", other)])]
+    assert close_vanished_calls(desk, still_up, s(60)) == [LINKEDID]
+    assert list(desk.calls) == [other]
+    closed = sink.last.case
+    assert closed.linkedid == LINKEDID and closed.ended_at == s(60) and sink.last.final
