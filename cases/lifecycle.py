@@ -395,3 +395,26 @@ def _check_open(case: Case, what: str) -> None:
 def _check_language(language: str) -> None:
     if language not in LANGUAGES:
         raise CaseError("language is 'zh' or 'en'")
+
+
+def absorb_end(stored: Case, late: Case) -> bool:
+    """Complete `stored` with the end that `late` recorded for the same call.
+
+    When the service restarts during a call, the new process does not know the
+    call and opens a second, minimal case when it hangs up; the call's real
+    case (from before the restart) is `stored`. Returns whether anything changed.
+    """
+    if stored.linkedid != late.linkedid:
+        raise CaseError("absorb_end needs two cases of the same call")
+    if late.ended_at is None:
+        return False
+    before = stored.revision
+    if late.fallback:
+        mark_fallback(stored, late.ended_at)
+    for attempt in stored.attempts:  # whatever rang then, nobody saw it end
+        if attempt.ended_at is None:
+            end_attempt(stored, late.ended_at, attempt.seq, AttemptOutcome.CANCELLED)
+    if late.voicemail_path and stored.connected_seq is None and stored.voicemail_path is None:
+        set_voicemail(stored, late.ended_at, late.voicemail_path)
+    mark_ended(stored, late.ended_at, late.hangup_by)  # type: ignore[arg-type]
+    return stored.revision != before

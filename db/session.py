@@ -30,6 +30,9 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
         event.listen(engine, "connect", _sqlite_on_connect)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
+    if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
+        # A host that does not answer would otherwise hold a writer for minutes.
+        kwargs.setdefault("connect_args", {}).setdefault("connect_timeout", 5)
     return create_engine(url, **kwargs)
 
 

@@ -17,6 +17,7 @@ from db.repo import CaseRepository, RosterRepository
 from db.session import make_engine
 from hotline.casewriter import CaseWriter
 from hotline.config import HotlineConfig
+from hotline.journal import Journal
 from hotline.rostercache import RosterCache
 from hotline.supervisor import touch
 from ivr.ami import AmiClient, AmiError, Message
@@ -58,7 +59,10 @@ class HotlineService:
         rosters = RosterRepository(self.engine)
         self.roster_cache = RosterCache(rosters.load, rosters.partner_numbers, clock)
         config.recordings_dir.mkdir(parents=True, exist_ok=True)
-        self.writer = CaseWriter(self.cases, config.recordings_dir)
+        # Snapshots are journalled before the database has them: a crash or a
+        # database outage loses nothing, and the next start writes the rest.
+        self.writer = CaseWriter(self.cases, config.recordings_dir,
+                                 journal=Journal(config.instance_dir / "journal"))
         self.desk = CallDesk(self.menu, self.roster_cache, self.writer)
         self.agi = FastAgiServer(
             build_routes(self.desk, clock, config.recordings_dir),
@@ -131,7 +135,7 @@ class HotlineService:
         await self.agi.stop()
         await self.ami.close()
         self.roster_cache.stop()
-        self.writer.stop()
+        await asyncio.to_thread(self.writer.stop, 5.0)  # flushes, or leaves the rest journalled
         self.engine.dispose()
 
     async def run_forever(self) -> None:

@@ -1,4 +1,5 @@
-"""The case writer's thread against an in-memory store, and the roster cache's last snapshot."""
+"""The case writer's thread against an in-memory store (with and without its journal),
+and the roster cache's last snapshot."""
 from __future__ import annotations
 
 import copy
@@ -17,6 +18,7 @@ from cases import lifecycle
 from cases.lifecycle import Case
 from db.repo import CaseConflict
 from hotline.casewriter import CaseWriter
+from hotline.journal import Journal, JournalEntry, decode_entry
 from hotline.rostercache import RosterCache
 from oncall.model import Roster, Team
 from routing.callers import classify
@@ -98,6 +100,7 @@ def make_writer(writers, recordings):
         kwargs.setdefault("backoff_s", TINY)
         kwargs.setdefault("recording_settle_s", 0.01)
         kwargs.setdefault("recording_wait_s", 0.2)
+        kwargs.setdefault("compact_idle_s", 0.01)
         writer = CaseWriter(store, recordings, **kwargs)
         writers.append(writer)
         return writer
@@ -265,6 +268,197 @@ def test_stop_writes_what_was_submitted(make_writer):
     assert len(store.saved) == 5 and not writer._thread.is_alive()
 
 
+def test_stop_gives_up_at_its_timeout_while_the_store_keeps_failing(make_writer, caplog):
+    store = MemoryStore(fail=10**9, error=ConnectionRefusedError("down"))
+    writer = make_writer(store, backoff_s=(0.05,)).start()
+    for i in range(3):
+        writer.submit(new_case(f"20261125-190512-abc12{i}", f"1795633620.{i}"))
+    wait_for(lambda: store.calls >= 2)
+    began = time.monotonic()
+    writer.stop(timeout_s=0.3)
+    assert time.monotonic() - began < 0.3 + 0.2
+    assert not writer._thread.is_alive()
+    calls = store.calls
+    time.sleep(0.15)
+    assert store.calls == calls  # no retrying after stop
+    assert writer.flush(5) is False  # at once: nobody is left to write
+    lost = [r for r in caplog.records if r.levelno == logging.ERROR and r.name == "hotline.casewriter"]
+    assert len(lost) == 1 and "3 case(s)" in lost[0].getMessage() and "lost" in lost[0].getMessage()
+
+
+def test_failed_saves_back_off_instead_of_spinning(make_writer):
+    store = MemoryStore(fail=10**9)
+    writer = make_writer(store, backoff_s=(0.01, 0.05, 0.1)).start()
+    writer.submit(new_case())
+    time.sleep(0.5)
+    writer.stop(timeout_s=0.05)
+    assert 3 <= store.calls <= 10  # tries at 0, 0.01, 0.06, 0.16, 0.26, ...: never a busy loop
+
+
+def test_a_case_that_keeps_failing_does_not_hold_back_the_others(make_writer):
+    class OneBadCase(MemoryStore):
+        def save(self, case):
+            if case.case_id.endswith("bad"):
+                self.calls += 1
+                raise ValueError("this row cannot be stored")
+            super().save(case)
+
+    store = OneBadCase()
+    writer = make_writer(store, backoff_s=(0.01,)).start()
+    writer.submit(new_case("20261125-190512-bad", "1795633620.9"))
+    for i in range(3):
+        writer.submit(new_case(f"20261125-190512-abc12{i}", f"1795633620.{i}"))
+    wait_for(lambda: len(store.saved) == 3)
+    assert writer.flush(0.05) is False  # the bad one is still being retried
+    writer.stop(timeout_s=0.05)
+
+
+def test_a_failed_final_snapshot_passes_its_recording_to_a_newer_one(make_writer, recordings):
+    gate_open = threading.Event()
+
+    class SlowFirstSave(MemoryStore):
+        def save(self, case):
+            if self.calls == 0:
+                self.calls += 1
+                assert gate_open.wait(5)
+                raise RuntimeError("database is locked")
+            super().save(case)
+
+    store = SlowFirstSave()
+    writer = make_writer(store).start()
+    case = connected_case()
+    write_wav(recordings / f"{case.case_id}.wav", 2.0)
+    writer.submit(case, final=True)
+    wait_for(lambda: store.calls == 1)
+    lifecycle.mark_fallback(case, s(200))  # e.g. a late report, after the call ended
+    writer.submit(case)
+    gate_open.set()
+    assert writer.flush(5)
+    (saved,) = store.saved
+    assert saved.fallback and saved.recording_s == 2
+
+
+# --- CaseWriter with a journal ---------------------------------------------------------------------
+
+@pytest.fixture
+def journal_dir(tmp_path) -> Path:
+    return tmp_path / "journal"
+
+
+def journaled(journal_dir: Path) -> list[JournalEntry]:
+    return [decode_entry(line) for line in (journal_dir / "cases.jsonl").read_bytes().splitlines()]
+
+
+def test_a_snapshot_is_journaled_before_the_store_sees_it(make_writer, journal_dir):
+    seen: list[int] = []
+
+    class ChecksTheJournal(MemoryStore):
+        def save(self, case):
+            seen.append(sum(e.case.revision == case.revision for e in journaled(journal_dir)))
+            super().save(case)
+
+    writer = make_writer(ChecksTheJournal(), journal=Journal(journal_dir)).start()
+    case = new_case()
+    writer.submit(case)
+    assert writer.flush(5)
+    assert seen == [1]
+
+
+def test_the_journal_is_emptied_once_the_store_has_everything(make_writer, journal_dir):
+    store = MemoryStore(fail=3)
+    journal = Journal(journal_dir)
+    writer = make_writer(store, journal=journal).start()
+    case = new_case()
+    writer.submit(case)
+    lifecycle.set_team(case, s(1), "facial")
+    writer.submit(case)
+    assert writer.flush(5)
+    wait_for(lambda: journal.size == 0)
+    writer.stop(5)
+    assert (journal_dir / "cases.jsonl").read_bytes() == b""
+
+
+def test_start_replays_the_journal_but_never_over_a_newer_submit(make_writer, journal_dir, recordings):
+    old = connected_case()
+    other = new_case("20261125-190513-def456", "1795633621.0")
+    journal = Journal(journal_dir)
+    journal.open()
+    journal.append(old, final=True)
+    journal.append(other)
+    journal.close()
+    newer = copy.deepcopy(old)
+    lifecycle.set_recording(newer, s(101), "elsewhere.wav", 9)
+    store = MemoryStore()
+    writer = make_writer(store, journal=Journal(journal_dir))
+    writer.submit(newer)  # before start: the journal opens here, and is replayed
+    writer.start()
+    assert writer.flush(5)
+    assert writer.replayed == 2
+    assert [(c.case_id, c.revision, c.recording_path) for c in store.saved] == [
+        (old.case_id, newer.revision, "elsewhere.wav"), (other.case_id, other.revision, None)]
+
+
+def test_the_journal_is_compacted_only_once_the_writer_has_been_idle_a_while(make_writer, journal_dir):
+    journal = Journal(journal_dir)
+    writer = make_writer(MemoryStore(), journal=journal, compact_idle_s=0.3).start()
+    writer.submit(new_case())
+    assert writer.flush(5)
+    written_at = time.monotonic()
+    time.sleep(0.1)
+    assert journal.size > 0 and journal.unapplied() == []
+    wait_for(lambda: journal.size == 0)
+    assert time.monotonic() - written_at >= 0.3
+
+
+def test_a_conflicting_snapshot_is_kept_aside_and_does_not_hold_the_journal(make_writer, journal_dir):
+    store = MemoryStore(fail=1, error=CaseConflict("linkedid belongs to another case"))
+    journal = Journal(journal_dir)
+    writer = make_writer(store, journal=journal).start()
+    case = new_case()
+    writer.submit(case)
+    assert writer.flush(5)
+    wait_for(lambda: journal.size == 0)
+    rejected = (journal_dir / "rejected.jsonl").read_bytes().splitlines()
+    assert [decode_entry(line).case for line in rejected] == [case]
+
+
+def test_stop_leaves_unwritten_snapshots_in_the_journal_for_the_next_start(
+        make_writer, journal_dir, caplog):
+    down = MemoryStore(fail=10**9)
+    first = make_writer(down, backoff_s=(0.02,), journal=Journal(journal_dir)).start()
+    cases = [new_case(f"20261125-190512-abc12{i}", f"1795633620.{i}") for i in range(3)]
+    for case in cases:
+        first.submit(case)
+    lifecycle.set_team(cases[0], s(1), "burns")
+    first.submit(cases[0])
+    wait_for(lambda: down.calls >= 2)
+    first.stop(timeout_s=0.2)
+    assert any("3 case(s)" in r.getMessage() and "stay in the journal" in r.getMessage()
+               for r in caplog.records)
+    assert len(journaled(journal_dir)) == 4
+
+    up = MemoryStore()
+    second = make_writer(up, journal=Journal(journal_dir)).start()
+    assert second.flush(5)
+    assert sorted((c.case_id, c.revision) for c in up.saved) == sorted(
+        (c.case_id, c.revision) for c in cases)
+
+
+def test_a_failing_journal_does_not_fail_submit(make_writer, journal_dir, caplog, monkeypatch):
+    store = MemoryStore()
+    journal = Journal(journal_dir)
+    writer = make_writer(store, journal=journal).start()
+
+    def broken(case, final=False):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(journal, "append", broken)
+    writer.submit(new_case())
+    assert writer.flush(5)
+    assert len(store.saved) == 1 and writer.journal_errors == 1
+    assert any("queued in memory only" in r.getMessage() for r in caplog.records)
+
+
 # --- RosterCache ---------------------------------------------------------------------------------
 
 def roster(name: str) -> Roster:
@@ -344,3 +538,29 @@ def test_roster_cache_refreshes_on_its_thread_until_stopped():
     count = len(loader.windows)
     time.sleep(0.03)
     assert len(loader.windows) == count
+
+
+def test_a_second_case_for_a_running_call_is_merged_into_the_stored_one(engine, tmp_path):
+    """After a restart the new service opens a case at the hang-up of a call the old one
+    had stored: the writer folds that end into the stored case (one case per call)."""
+    from datetime import datetime, timedelta, timezone
+
+    from cases import lifecycle
+    from db.repo import CaseRepository
+    from hotline.casewriter import CaseWriter
+    from routing.callers import classify
+
+    repo = CaseRepository(engine)
+    t0 = datetime(2026, 11, 25, 19, 0, tzinfo=timezone.utc)
+    caller = classify("13800138000", {})
+    stored = lifecycle.open_case("C-old", "1795633620.0", caller, t0)
+    repo.save(stored)
+    late = lifecycle.open_case("C-new", "1795633620.0", caller, t0 + timedelta(seconds=60))
+    lifecycle.mark_ended(late, t0 + timedelta(seconds=60), "caller")
+    writer = CaseWriter(repo, tmp_path).start()
+    writer.submit(late, final=True)
+    assert writer.flush(10)
+    writer.stop()
+    merged = repo.get_by_linkedid("1795633620.0")
+    assert merged.case_id == "C-old" and merged.ended_at == t0 + timedelta(seconds=60)
+    assert repo.get("C-new") is None

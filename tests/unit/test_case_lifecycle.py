@@ -265,3 +265,26 @@ def test_case_attempts_drive_next_decision(case):
     assert decision == Voicemail()
     assert [(a.seq, a.kind, a.phone) for a in case.attempts] == [
         (1, "chain", PRIMARY.phone), (2, "chain", BACKUP.phone), (3, "nurse", NURSE.phone)]
+
+
+def test_absorb_end_completes_the_case_a_restarted_service_lost():
+    from datetime import datetime, timedelta, timezone
+
+    from cases import lifecycle
+    from routing.callers import classify
+    from routing.escalation import AttemptOutcome, ChainStep
+
+    t0 = datetime(2026, 11, 25, 19, 0, tzinfo=timezone.utc)
+    caller = classify("13800138000", {})
+    stored = lifecycle.open_case("C-1", "1795633620.0", caller, t0)
+    lifecycle.set_team(stored, t0, "facial")
+    lifecycle.start_attempt(stored, t0 + timedelta(seconds=5), 1, "chain",
+                            ChainStep(1, "甲", "13700000101", "primary", 20))
+    late = lifecycle.open_case("C-2", "1795633620.0", caller, t0 + timedelta(seconds=90))
+    lifecycle.mark_fallback(late, t0 + timedelta(seconds=90))
+    lifecycle.mark_ended(late, t0 + timedelta(seconds=90), "caller")
+
+    assert lifecycle.absorb_end(stored, late) is True
+    assert stored.ended_at == t0 + timedelta(seconds=90) and stored.hangup_by == "caller"
+    assert stored.fallback and stored.attempts[0].outcome is AttemptOutcome.CANCELLED
+    assert lifecycle.absorb_end(stored, late) is False  # idempotent

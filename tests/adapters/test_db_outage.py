@@ -1,0 +1,361 @@
+"""The case writer across real database outages: SQLite locked by another connection,
+PostgreSQL cut off behind a TCP proxy. Every case lands exactly once, and stop()
+with the database down returns in time and leaves the journal for the next start."""
+from __future__ import annotations
+
+import asyncio
+import copy
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import Engine, func, select
+from sqlalchemy.engine import make_url
+
+from cases import lifecycle
+from cases.lifecycle import Case
+from db import session
+from db.models import CaseRow, DialAttemptRow, MenuEventRow
+from db.repo import CaseRepository
+from db.session import make_engine
+from hotline.casewriter import CaseWriter
+from hotline.journal import Journal
+from routing.callers import classify
+from routing.escalation import ChainStep
+
+T0 = datetime(2026, 11, 25, 19, 5, 12, tzinfo=ZoneInfo("Asia/Shanghai"))
+PRIMARY = ChainStep(101, "王建国", "13800000101", "primary", 25)
+BACKUP = ChainStep(102, "李明", "13800000102", "backup", 25)
+BACKOFF = (0.05, 0.1, 0.2, 0.4)
+SQLITE_BUSY_MS = 200  # instead of the service's 5 s: the same code path, a faster test
+
+
+def s(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+class Call:
+    """One call moving forward a step at a time, as the call desk would move it."""
+
+    def __init__(self, n: int) -> None:
+        self.case = lifecycle.open_case(f"20261125-190512-{n:06d}", f"1795633620.{n}",
+                                        classify(f"1380013{n:04d}", {}), T0)
+        self.steps = [
+            lambda c: lifecycle.record_menu(c, s(3), "1", "颌面部创伤"),
+            lambda c: lifecycle.set_team(c, s(4), "facial"),
+            lambda c: lifecycle.start_attempt(c, s(5), 1, "chain", PRIMARY),
+            lambda c: lifecycle.end_attempt(c, s(30), 1, "no-answer"),
+            lambda c: lifecycle.start_attempt(c, s(31), 2, "chain", BACKUP),
+            lambda c: lifecycle.end_attempt(c, s(56), 2, "busy"),
+            lambda c: lifecycle.mark_ended(c, s(60), "caller"),
+        ]
+
+    def advance(self) -> bool:
+        """One step further; False once the call has ended."""
+        if not self.steps:
+            return False
+        self.steps.pop(0)(self.case)
+        return True
+
+    @property
+    def ended(self) -> bool:
+        return not self.steps
+
+
+def count(engine: Engine, row_class, **where) -> int:
+    query = select(func.count()).select_from(row_class)
+    for column, value in where.items():
+        query = query.where(getattr(row_class, column) == value)
+    with engine.connect() as conn:
+        return conn.execute(query).scalar_one()
+
+
+def wait_for(condition, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def assert_stored_exactly_once(engine: Engine, cases: list[Case]) -> None:
+    repo = CaseRepository(engine)
+    assert count(engine, CaseRow) == len(cases)
+    for case in cases:
+        assert repo.get(case.case_id) == case
+        assert count(engine, DialAttemptRow, case_id=case.case_id) == len(case.attempts)
+        assert count(engine, MenuEventRow, case_id=case.case_id) == len(case.menu)
+
+
+# --- the two outages ------------------------------------------------------------------------------
+
+class TcpProxy:
+    """127.0.0.1:<port> -> upstream, on an asyncio loop of its own.
+
+    `cut()` closes the listener and aborts every live connection (new connects
+    are refused, open ones reset); `restore()` listens on the same port again.
+    """
+
+    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+        self.upstream = (upstream_host, upstream_port)
+        self.port = 0
+        self.accepted = 0
+        self._server: asyncio.Server | None = None
+        self._transports: set[asyncio.BaseTransport] = set()
+        self._tasks: set[asyncio.Task] = set()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="tcp-proxy", daemon=True)
+        self._thread.start()
+
+    def _run(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
+
+    def start(self) -> "TcpProxy":
+        self._run(self._listen())
+        return self
+
+    restore = start
+
+    def cut(self) -> None:
+        self._run(self._cut())
+
+    def close(self) -> None:
+        self._run(self._shutdown())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    async def _listen(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _cut(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for transport in list(self._transports):
+            transport.abort()
+
+    async def _shutdown(self) -> None:
+        await self._cut()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self.accepted += 1
+        self._transports.add(writer.transport)
+        try:
+            try:
+                up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+            except OSError:
+                return
+            self._transports.add(up_writer.transport)
+            try:
+                await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
+            finally:
+                self._transports.discard(up_writer.transport)
+                up_writer.transport.abort()
+        finally:
+            self._transports.discard(writer.transport)
+            writer.transport.abort()
+            self._tasks.discard(task)
+
+    @staticmethod
+    async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except OSError:  # reset by cut()
+            pass
+        finally:
+            writer.transport.abort()
+
+
+class SqliteLock:
+    """Another connection holding the SQLite file's write lock (BEGIN IMMEDIATE)."""
+
+    def __init__(self, db_url: str) -> None:
+        self.path = make_url(db_url).database
+        self.writer_url = db_url
+        self._conn: sqlite3.Connection | None = None
+
+    def down(self) -> None:
+        self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=0)
+        self._conn.execute("BEGIN IMMEDIATE")
+
+    def up(self) -> None:
+        if self._conn is not None:
+            self._conn.execute("ROLLBACK")
+            self._conn.close()
+            self._conn = None
+
+    def close(self) -> None:
+        self.up()
+
+
+class PostgresCut:
+    """The writer reaches PostgreSQL through a TcpProxy that can be cut."""
+
+    def __init__(self, db_url: str) -> None:
+        url = make_url(db_url)
+        self.proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432).start()
+        self.writer_url = url.set(host="127.0.0.1", port=self.proxy.port).render_as_string(
+            hide_password=False)
+
+    def down(self) -> None:
+        self.proxy.cut()
+
+    def up(self) -> None:
+        self.proxy.restore()
+
+    def close(self) -> None:
+        self.proxy.close()
+
+
+@pytest.fixture
+def outage(engine, db_url, monkeypatch) -> Iterator[SqliteLock | PostgresCut]:
+    """SQLite: a lock held by another connection. PostgreSQL: a TCP cut. `engine` stays direct."""
+    if make_url(db_url).get_backend_name() == "sqlite":
+        monkeypatch.setattr(session, "SQLITE_BUSY_TIMEOUT_MS", SQLITE_BUSY_MS)
+        made: SqliteLock | PostgresCut = SqliteLock(db_url)
+    else:
+        made = PostgresCut(db_url)
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+@pytest.fixture
+def make_writer(tmp_path):
+    """Writers on engines built on the outage's URL; all stopped and disposed afterwards."""
+    made: list[tuple[CaseWriter, Engine]] = []
+    recordings = tmp_path / "recordings"
+    recordings.mkdir()
+
+    def make(url: str, journal_dir: Path) -> CaseWriter:
+        writer_engine = make_engine(url)
+        writer = CaseWriter(CaseRepository(writer_engine), recordings, backoff_s=BACKOFF,
+                            recording_settle_s=0.01, recording_wait_s=0.05,
+                            journal=Journal(journal_dir), compact_idle_s=0.05)
+        made.append((writer, writer_engine))
+        return writer
+
+    yield make
+    for writer, writer_engine in made:
+        writer.stop(timeout_s=2)
+        writer_engine.dispose()
+
+
+# --- the tests ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_the_proxy_passes_cuts_and_restores(engine, db_url):
+    cut = PostgresCut(db_url)
+    proxied = make_engine(cut.writer_url)
+    try:
+        assert count(proxied, CaseRow) == 0
+        cut.down()
+        with pytest.raises(Exception) as failed:
+            count(proxied, CaseRow)
+        assert "OperationalError" in type(failed.value).__name__
+        cut.up()
+        assert count(proxied, CaseRow) == 0  # pool_pre_ping replaced the dead connection
+        assert cut.proxy.accepted >= 2
+    finally:
+        proxied.dispose()
+        cut.close()
+
+
+def test_every_case_lands_exactly_once_after_the_database_comes_back(
+        engine, outage, make_writer, tmp_path, caplog):
+    writer = make_writer(outage.writer_url, tmp_path / "journal").start()
+    calls = [Call(n) for n in range(1, 4)]
+    for call in calls:
+        call.advance()
+        writer.submit(call.case)
+    assert writer.flush(10)
+    assert_stored_exactly_once(engine, [copy.deepcopy(c.case) for c in calls])
+
+    outage.down()
+    failures = writer.failures
+    calls += [Call(n) for n in range(4, 7)]
+    for call in calls:
+        writer.submit(call.case)  # the new calls' first snapshots
+    wait_for(lambda: writer.failures >= failures + 2)
+    cut_at = time.monotonic()
+    while time.monotonic() - cut_at < 2.0:  # the calls go on while the database is away
+        for call in calls:
+            if call.advance():
+                writer.submit(call.case, final=call.ended)
+        time.sleep(0.15)
+    assert count(engine, CaseRow) == 3  # nothing got through
+    tries_while_down = writer.failures - failures
+    assert 2 <= tries_while_down <= 30  # backing off, not spinning
+
+    outage.up()
+    assert writer.flush(20)
+    assert all(call.ended for call in calls)
+    assert_stored_exactly_once(engine, [c.case for c in calls])
+    wait_for(lambda: writer.journal.size == 0)  # compacted once all were in
+    assert any("retrying" in r.getMessage() for r in caplog.records if r.name == "hotline.casewriter")
+
+
+def test_stop_with_the_database_down_returns_in_time_and_the_next_start_writes_the_rest(
+        engine, outage, make_writer, tmp_path, caplog):
+    journal_dir = tmp_path / "journal"
+    first = make_writer(outage.writer_url, journal_dir).start()
+    calls = [Call(n) for n in range(1, 5)]
+    outage.down()
+    for call in calls:
+        while call.advance():
+            first.submit(call.case)
+        first.submit(call.case, final=True)
+    wait_for(lambda: first.failures >= 2)
+
+    began = time.monotonic()
+    first.stop(timeout_s=1.0)
+    took = time.monotonic() - began
+    assert took < 1.0 + 0.5, took  # SQLite may be inside its busy wait at the deadline
+    assert not first._thread.is_alive()
+    assert not first.journal.is_open
+    assert any("stay in the journal" in r.getMessage() for r in caplog.records)
+    assert count(engine, CaseRow) == 0
+
+    outage.up()
+    second = make_writer(outage.writer_url, journal_dir).start()
+    assert second.replayed == len(calls)
+    assert second.flush(20)
+    assert_stored_exactly_once(engine, [c.case for c in calls])
+    wait_for(lambda: second.journal.size == 0)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_locked_sqlite_database_is_waited_out(engine, outage, make_writer, tmp_path, caplog):
+    writer = make_writer(outage.writer_url, tmp_path / "journal").start()
+    call = Call(1)
+    writer.submit(call.case)
+    assert writer.flush(10)
+    outage.down()
+    held_at = time.monotonic()
+    while call.advance():
+        writer.submit(call.case, final=call.ended)
+    wait_for(lambda: writer.failures >= 2)
+    time.sleep(max(0.0, 1.5 - (time.monotonic() - held_at)))  # held well past the busy timeout
+    assert writer.flush(0.01) is False
+    outage.up()
+    assert writer.flush(10)
+    assert_stored_exactly_once(engine, [call.case])
+    locked = [r for r in caplog.records if r.name == "hotline.casewriter"
+              and "OperationalError" in r.getMessage()]
+    assert locked
