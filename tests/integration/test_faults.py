@@ -164,3 +164,41 @@ def test_two_callers_at_once_reach_two_different_surgeons(line: Hotline):
     cases = [line.case_for(n, since) for n in ("13611110201", "13611110202")]
     assert {c.connected_surgeon_id for c in cases} == {1, 2}
     assert all(c.outcome == "connected" for c in cases)
+
+
+def test_database_unreachable_mid_call_routing_goes_on_and_the_case_lands_later(
+        broken: Hotline, pg_database):
+    """PostgreSQL goes away as the call is answered (a proxy in front of it is cut):
+    the caller is routed from the last-known roster, and the case, journalled,
+    reaches the database once it is back — once."""
+    from conftest_support import SURGEONS, TEAMS, _shifts
+    from db.seed import seed_roster
+    from db.session import make_engine, migrate
+    from tests.support.tcp_proxy import TcpProxy
+
+    direct = pg_database.render_as_string(hide_password=False)
+    migrate(direct)
+    engine = make_engine(direct)
+    try:
+        seed_roster(engine, TEAMS, SURGEONS, _shifts(datetime.now(timezone.utc)))
+    finally:
+        engine.dispose()
+    proxy = TcpProxy("127.0.0.1", pg_database.port or 5432).start()
+    try:
+        via_proxy = pg_database.set(port=proxy.port).render_as_string(hide_password=False)
+        broken.restart_service({**broken.env, "HOTLINE_DATABASE_URL": via_proxy})
+        broken.wait_mirror()
+
+        def hook(event: str) -> None:
+            if event == "answered":
+                proxy.cut()
+
+        result, since = broken.call("13611110108", press="2", surgeons="decline,accept", hook=hook)
+        assert result.bridged_to == REPLANT_BACKUP  # routing never needed the database
+        time.sleep(2)
+        proxy.restore()
+        case = broken.case_for("13611110108", since, timeout_s=40, db_url=direct)
+        assert case.outcome == "connected" and case.connected_surgeon_id == 4
+        assert [a.phone for a in case.attempts] == [REPLANT_PRIMARY, REPLANT_BACKUP]
+    finally:
+        proxy.close()
