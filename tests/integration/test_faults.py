@@ -202,3 +202,30 @@ def test_database_unreachable_mid_call_routing_goes_on_and_the_case_lands_later(
         assert [a.phone for a in case.attempts] == [REPLANT_PRIMARY, REPLANT_BACKUP]
     finally:
         proxy.close()
+
+
+def test_sigterm_while_a_surgeon_rings_flushes_the_case_and_the_call_goes_on(broken: Hotline):
+    """A clean stop mid-call: what the service knew is in the database, and the
+    dialplan, told at once, carries the call on through the mirror."""
+    stopper: list[threading.Thread] = []
+
+    def hook(event: str) -> None:
+        if event == f"ring:{REPLANT_PRIMARY}":
+            stopper.append(threading.Thread(target=instance.stop_service, args=(broken.config,)))
+            stopper[0].start()
+
+    result, since = broken.call("13611110109", press="2", surgeons="ignore,accept", hook=hook)
+    stopper[0].join(30)
+    assert [r.number for r in result.rings] == [REPLANT_PRIMARY, REPLANT_BACKUP]
+    assert result.bridged_to == REPLANT_BACKUP
+    from db.repo import CaseRepository
+    from db.session import make_engine
+
+    engine = make_engine(broken.config.db_url)
+    try:
+        stored = [c for c in CaseRepository(engine).recent(20) if c.caller.raw_safe == "13611110109"]
+    finally:
+        engine.dispose()
+    # Written before the worker exited: the call, its menu choice, the ring in progress.
+    assert len(stored) == 1 and stored[0].team == "replant"
+    assert [a.phone for a in stored[0].attempts] == [REPLANT_PRIMARY]
