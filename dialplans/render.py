@@ -23,12 +23,15 @@ MODULES = (
     "res_security_log", "func_channel", "func_strings", "func_global", "func_logic",
     "func_callerid", "func_cut", "func_math", "func_db", "func_hangupcause", "func_timeout",
     "bridge_simple", "bridge_native_rtp", "bridge_builtin_features", "bridge_holding",
+    # CDR and CEL into SQLite files, for reconciliation (hotline/reconcile.py).
+    "res_cdrel_custom", "cdr_sqlite3_custom", "cel_sqlite3_custom",
 )
 
 CONFIG_FILES = (
     "asterisk.conf", "modules.conf", "logger.conf", "rtp.conf", "musiconhold.conf",
     "manager.conf", "pjsip.conf", "extensions.conf", "indications.conf", "cdr.conf",
     "cel.conf", "features.conf", "acl.conf", "udptl.conf", "ccss.conf", "pjproject.conf",
+    "cdr_sqlite3_custom.conf", "cel_sqlite3_custom.conf",
 )
 
 

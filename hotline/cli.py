@@ -122,12 +122,17 @@ def cmd_db(args, config: HotlineConfig) -> int:
 
 
 def cmd_serve(args, config: HotlineConfig) -> int:
-    from hotline.service import HotlineService
-
     logging.basicConfig(level=config.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(HotlineService(config).run_forever())
-    return 0
+    if args.worker:
+        from hotline.service import HotlineService
+
+        asyncio.run(HotlineService(config).run_forever())
+        return 0
+    from hotline.supervisor import Supervisor, worker_argv
+
+    return Supervisor(worker_argv(config.instance, args.config),
+                      config.instance_dir / "service.heartbeat").run()
 
 
 def cmd_asterisk(args, config: HotlineConfig) -> int:
@@ -186,6 +191,21 @@ def cmd_cases(args, config: HotlineConfig) -> int:
                   f"{case.caller.caller_class.value:9}  {case.team or '-':9}  {case.outcome}")
     engine.dispose()
     return 0
+
+
+def cmd_reconcile(args, config: HotlineConfig) -> int:
+    from hotline.reconcile import ReconcileError, parse_when, reconcile_window
+
+    now = datetime.now(timezone.utc)
+    try:
+        since = parse_when(args.since, now)
+        until = parse_when(args.until, now)
+        report = reconcile_window(config, since, until, dry_run=args.dry_run)
+    except (ValueError, ReconcileError) as exc:
+        print(f"hotline: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ValueError) else 1
+    print("\n".join(report.lines()))
+    return 1 if report.errors or report.count("error") else 0
 
 
 # -- helpers ------------------------------------------------------------------
@@ -270,8 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("db", help="migrate the database to the latest schema")
     p.add_argument("--seed-demo", action="store_true", help="also load the demo network")
     p.set_defaults(func=cmd_db)
-    sub.add_parser("serve", help="run the hotline service in the foreground (FastAGI + AMI)"
-                   ).set_defaults(func=cmd_serve)
+    p = sub.add_parser("serve", help="run the hotline service in the foreground (FastAGI + AMI), "
+                       "under a watchdog that restarts it if it dies or stalls")
+    p.add_argument("--worker", action="store_true",
+                   help="run the service itself, without the watchdog (the watchdog starts this)")
+    p.set_defaults(func=cmd_serve)
     p = sub.add_parser("asterisk", help="run an Asterisk CLI command, e.g. `hotline asterisk core show channels`")
     p.add_argument("command", nargs="+")
     p.set_defaults(func=cmd_asterisk)
@@ -288,6 +311,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("case_id", nargs="?", help="show this case's timeline")
     p.add_argument("--limit", type=int, default=20)
     p.set_defaults(func=cmd_cases)
+    p = sub.add_parser(
+        "reconcile",
+        help="complete the case records from Asterisk's CDR/CEL for a time window and report the changes",
+        description="Compare Asterisk's call records (CDR/CEL) with the case records: open the "
+                    "cases of calls the service never saw (static fallback), complete cases it "
+                    "lost track of, and print what changed. Safe to run again: a second run "
+                    "changes nothing. Calls that ended under a minute ago are left to the service.")
+    p.add_argument("--since", default="1h",
+                   help="start of the window: 30m, 2h, 1d ago, or an ISO time "
+                        "(local Asia/Shanghai time unless it has an offset). Default: 1h")
+    p.add_argument("--until", default="now", help="end of the window, same forms. Default: now")
+    p.add_argument("--dry-run", action="store_true", help="report what would change; save nothing")
+    p.set_defaults(func=cmd_reconcile)
     return parser
 
 

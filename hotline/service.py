@@ -13,11 +13,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from apscheduler.schedulers.background import BackgroundScheduler
+
 from db.repo import CaseRepository, RosterRepository
 from db.session import make_engine
 from hotline.casewriter import CaseWriter
 from hotline.config import HotlineConfig
+from hotline.jobs import add_reconcile_job
 from hotline.journal import Journal
+from hotline.reconcile import build_reconciler
 from hotline.rostercache import RosterCache
 from hotline.supervisor import touch
 from ivr.ami import AmiClient, AmiError, Message
@@ -75,10 +79,15 @@ class HotlineService:
         self.mirror = AstdbMirror(ami_db_put(self.ami.send), self.roster_cache.roster,
                                   (*self.menu.teams, "nurse"), clock)
         self._pending_hangups: dict[str, asyncio.TimerHandle] = {}
+        # One scheduler per service; reconciliation fills in from CDR/CEL what
+        # the service missed (it was down, or AMI was away).
+        self.scheduler = BackgroundScheduler(timezone=timezone.utc)
+        add_reconcile_job(self.scheduler, build_reconciler(config, self.engine, clock=clock))
 
     async def start(self) -> None:
         self.roster_cache.start()
         self.writer.start()
+        self.scheduler.start()
         await self.agi.start()
         self.ami.add_listener(self._on_event)
         self.ami.on_reconnect(self.mirror.forget)
@@ -134,6 +143,7 @@ class HotlineService:
         await asyncio.gather(self._ami_task, return_exceptions=True)
         await self.agi.stop()
         await self.ami.close()
+        self.scheduler.shutdown(wait=False)
         self.roster_cache.stop()
         await asyncio.to_thread(self.writer.stop, 5.0)  # flushes, or leaves the rest journalled
         self.engine.dispose()

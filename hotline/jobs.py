@@ -1,0 +1,78 @@
+"""Scheduled jobs of the hotline service (APScheduler 3.x).
+
+Exactly one scheduler may run these (a 3.x job store cannot be shared by
+processes): the service that owns the scheduler adds them at start.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+
+from apscheduler.job import Job
+from apscheduler.schedulers.base import BaseScheduler
+
+from hotline.reconcile import ReconcileReport, Reconciler
+
+logger = logging.getLogger(__name__)
+
+RECONCILE_JOB_ID = "hotline-reconcile"
+RECONCILE_EVERY = timedelta(minutes=5)
+RECONCILE_WINDOW = timedelta(hours=1)
+# The first run waits a little: the service has just started and Asterisk's
+# records of calls it missed while down are what this job is for.
+RECONCILE_FIRST_DELAY = timedelta(seconds=30)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def reconcile_job(reconciler: Reconciler, window: timedelta = RECONCILE_WINDOW,
+                  clock: Callable[[], datetime] = utcnow) -> ReconcileReport | None:
+    """Reconcile the last `window`; log what changed. Never raises (the next run retries)."""
+    now = clock()
+    try:
+        report = reconciler.run(now - window, now)
+    except Exception:
+        logger.exception("reconcile job failed")
+        return None
+    if report.changed or report.errors:
+        for line in report.lines():
+            logger.info("reconcile: %s", line)
+    else:
+        logger.debug("reconcile: %s", report.summary())
+    return report
+
+
+def add_reconcile_job(
+    scheduler: BaseScheduler,
+    reconciler: Reconciler,
+    *,
+    every: timedelta = RECONCILE_EVERY,
+    window: timedelta = RECONCILE_WINDOW,
+    first_delay: timedelta = RECONCILE_FIRST_DELAY,
+    clock: Callable[[], datetime] = utcnow,
+) -> Job:
+    """Run reconciliation every `every` over the last `window`.
+
+    One run at a time (max_instances=1); runs missed while the process was
+    busy or asleep collapse into one (coalesce). Adding it again replaces it.
+    The window overlaps the previous runs on purpose: reconciling is idempotent,
+    and a call that was still going on (or had just ended) is picked up later.
+    """
+    if window <= every:
+        raise ValueError("the window must be longer than the interval, or calls slip through")
+    return scheduler.add_job(
+        reconcile_job,
+        trigger="interval",
+        seconds=every.total_seconds(),
+        args=(reconciler, window, clock),
+        id=RECONCILE_JOB_ID,
+        name="reconcile cases with Asterisk's CDR/CEL",
+        replace_existing=True,
+        max_instances=1,
+        coalesce=True,
+        misfire_grace_time=int(every.total_seconds()),
+        next_run_time=clock() + first_delay,
+    )
