@@ -69,9 +69,18 @@ class Event:
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port free for both TCP and UDP (baresip listens on both for SIP)."""
+    for _ in range(50):
+        with socket.socket() as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = tcp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise PhoneError("no free loopback port")
 
 
 def make_speech_wav(path: Path, bursts: int = 30) -> Path:
@@ -98,6 +107,7 @@ class BaresipPhone:
             raise PhoneError("baresip is not installed (apt-get install baresip-core)")
         self.workdir = Path(workdir)
         self.accounts = accounts
+        self._fixed_sip_port = bool(sip_port)
         self.sip_port = sip_port or _free_port()
         self.ctrl_port = _free_port()
         self.name = name
@@ -112,7 +122,21 @@ class BaresipPhone:
         self._backlog: list[Event] = []
 
     # -- lifecycle -------------------------------------------------------
-    def start(self, timeout_s: float = 10.0) -> "BaresipPhone":
+    def start(self, timeout_s: float = 15.0, tries: int = 3) -> "BaresipPhone":
+        """Start baresip; on a failed start (a port taken meanwhile) try again on new ports."""
+        for attempt in range(tries):
+            try:
+                return self._start_once(timeout_s)
+            except PhoneError:
+                if attempt == tries - 1:
+                    raise
+                logger.warning("%s: baresip did not start; trying new ports", self.name)
+                self.ctrl_port = _free_port()
+                if not self._fixed_sip_port:
+                    self.sip_port = _free_port()
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout_s: float) -> "BaresipPhone":
         self.workdir.mkdir(parents=True, exist_ok=True)
         mic = make_speech_wav(self.workdir / "speech.wav")
         (self.workdir / "config").write_text("\n".join([
@@ -144,7 +168,9 @@ class BaresipPhone:
             except OSError:
                 if self._proc.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    raise PhoneError(f"{self.name}: baresip did not open its control port")
+                    tail = (self.workdir / "baresip.log").read_text(errors="replace")[-600:]
+                    raise PhoneError(f"{self.name}: baresip did not open its control port; "
+                                     f"its log ends:\n{tail}")
                 time.sleep(0.1)
         self._sock.settimeout(None)
         self._reader = threading.Thread(target=self._read_loop, name=f"{self.name}-ctrl", daemon=True)
