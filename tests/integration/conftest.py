@@ -4,17 +4,12 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from conftest_support import (
-    HERE, PARTNER_NUMBER, PORTS, SURGEONS, TEAMS, Hotline, _shifts,
-)
-from db.seed import PartnerHospital, seed_partners, seed_roster
-from db.session import make_engine
+from conftest_support import HERE, PORTS, Hotline, seed_test_network
 from hotline import instance
 from hotline.config import load_config
 
@@ -44,11 +39,7 @@ def hotline() -> Iterator[Hotline]:
     config = load_config(env=env)
     try:
         instance.prepare(config, log=lambda line: None)
-        engine = make_engine(config.db_url)
-        now = datetime.now(timezone.utc)
-        seed_roster(engine, TEAMS, SURGEONS, _shifts(now))
-        seed_partners(engine, [PartnerHospital(1, "吉林市中心医院", "三级甲等", "吉林", (PARTNER_NUMBER,))])
-        engine.dispose()
+        seed_test_network(config.db_url)
         instance.start_asterisk(config)
         instance.start_service(config, env=env)
         yield Hotline(config, env, var_dir / "calls")

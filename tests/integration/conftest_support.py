@@ -62,6 +62,20 @@ def _shifts(now: datetime) -> list[Shift]:
     ]
 
 
+def seed_test_network(db_url: str) -> None:
+    """Migrate `db_url` and load the test roster and the partner hospital."""
+    from db.seed import PartnerHospital, seed_partners, seed_roster
+    from db.session import migrate
+
+    migrate(db_url)
+    engine = make_engine(db_url)
+    try:
+        seed_roster(engine, TEAMS, SURGEONS, _shifts(datetime.now(timezone.utc)))
+        seed_partners(engine, [PartnerHospital(1, "吉林市中心医院", "三级甲等", "吉林", (PARTNER_NUMBER,))])
+    finally:
+        engine.dispose()
+
+
 @dataclass
 class Hotline:
     config: HotlineConfig

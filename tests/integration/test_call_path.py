@@ -128,19 +128,10 @@ def test_service_stopped_before_the_call_static_fallback_still_reaches_a_human(l
 
 def test_the_same_call_path_on_postgresql(line: Hotline, pg_database):
     """The service on PostgreSQL instead of SQLite: the case lands there, complete."""
-    from datetime import datetime, timezone
-
-    from conftest_support import SURGEONS, TEAMS, _shifts
-    from db.seed import seed_roster
-    from db.session import make_engine, migrate
+    from conftest_support import seed_test_network
 
     url = pg_database.render_as_string(hide_password=False)
-    migrate(url)
-    engine = make_engine(url)
-    try:
-        seed_roster(engine, TEAMS, SURGEONS, _shifts(datetime.now(timezone.utc)))
-    finally:
-        engine.dispose()
+    seed_test_network(url)
     line.restart_service({**line.env, "HOTLINE_DATABASE_URL": url})
     try:
         result, since = line.call("13611110010", press="2", surgeons="decline,accept")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest_support import NURSE, Hotline
+from conftest_support import Hotline
 from hotline import instance
 from testphones.baresip import BaresipPhone, PhoneAccount
 from testphones.scenario import SurgeonPhones
@@ -171,18 +171,11 @@ def test_database_unreachable_mid_call_routing_goes_on_and_the_case_lands_later(
     """PostgreSQL goes away as the call is answered (a proxy in front of it is cut):
     the caller is routed from the last-known roster, and the case, journalled,
     reaches the database once it is back — once."""
-    from conftest_support import SURGEONS, TEAMS, _shifts
-    from db.seed import seed_roster
-    from db.session import make_engine, migrate
+    from conftest_support import seed_test_network
     from tests.support.tcp_proxy import TcpProxy
 
     direct = pg_database.render_as_string(hide_password=False)
-    migrate(direct)
-    engine = make_engine(direct)
-    try:
-        seed_roster(engine, TEAMS, SURGEONS, _shifts(datetime.now(timezone.utc)))
-    finally:
-        engine.dispose()
+    seed_test_network(direct)
     proxy = TcpProxy("127.0.0.1", pg_database.port or 5432).start()
     try:
         via_proxy = pg_database.set(port=proxy.port).render_as_string(hide_password=False)
