@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from oncall import rotation
 from oncall.model import OnCall, Roster
 
 
@@ -12,10 +13,15 @@ def on_call(roster: Roster, team_code: str, at: datetime) -> list[OnCall]:
     Order: role ring order, then shift start, then surgeon id. A surgeon holding
     several covering shifts appears once, in the highest-priority role. A shift
     whose surgeon is missing from the roster is skipped rather than failing a
-    live call. Unknown team -> `[]`. A naive `at` raises ValueError.
+    live call. Unknown team -> `[]`. A naive `at` raises ValueError. A roster
+    with rotations, overrides or leave is answered by `oncall.rotation.on_call`.
     """
     if at.tzinfo is None or at.utcoffset() is None:
         raise ValueError("on_call needs a timezone-aware time")
+    if roster.rotations or roster.overrides or roster.leave:
+        # Rotations, overrides and leave (issue 4): the same contract, see
+        # oncall.rotation. A roster of plain shifts keeps the loop below.
+        return rotation.on_call(roster, team_code, at)
     if team_code not in roster.teams:
         return []
     best: dict[int, OnCall] = {}

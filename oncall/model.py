@@ -9,7 +9,11 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
+
+if TYPE_CHECKING:  # value types of rotations and trades live next to their logic
+    from oncall.roster_ops import Trade
+    from oncall.rotation import Leave, Override, Rotation
 
 HOTLINE_TZ = "Asia/Shanghai"
 
@@ -45,6 +49,10 @@ class Team:
     name_en: str
     ring_s: int = 25  # default ring time per escalation step
     repeats: int = 1  # how many extra passes over the chain before the duty nurse
+    tz: str = HOTLINE_TZ  # IANA zone; rotations hand off at this zone's wall time
+    requires_approval: bool = False  # swaps and give-aways wait for the department head
+    department_head: int | None = None  # surgeon id of the 科主任 who approves; None: whoever
+    # is on call as department_head for the team when the decision is made
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,11 @@ class Roster:
     teams: Mapping[str, Team] = field(default_factory=dict)
     surgeons: Mapping[int, Surgeon] = field(default_factory=dict)
     shifts: tuple[Shift, ...] = ()
+    # Issue 4 (see oncall.rotation / oncall.roster_ops); empty: the plain shift table.
+    rotations: tuple[Rotation, ...] = ()
+    overrides: tuple[Override, ...] = ()  # in creation order: a later one wins
+    leave: tuple[Leave, ...] = ()
+    trades: tuple[Trade, ...] = ()  # swap / give-away requests and their state
 
     def shifts_of(self, team_code: str) -> tuple[Shift, ...]:
         """The shifts of one team, in roster order; `()` for an unknown team."""

@@ -7,7 +7,7 @@ up); the others are built with the same columns and values.
 from __future__ import annotations
 
 import copy
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import pytest
 
