@@ -231,15 +231,19 @@ def _tz():
 
 
 def _wait_case(repo, number: str, since: datetime, timeout_s: float = 15.0):
+    """The ended case of the call just placed; for a connected call, once its
+    recording is attached (the writer waits for MixMonitor to close the file)."""
     deadline = time.monotonic() + timeout_s
+    found = None
     while time.monotonic() < deadline:
         for case in repo.recent(20):
-            if (case.started_at >= since - timedelta(seconds=2) and case.ended_at is not None
-                    and case.caller.raw_safe == number):
-                if case.connected_seq is None or case.recording_path or time.monotonic() > deadline - 8:
+            if (case.caller.raw_safe == number and case.ended_at is not None
+                    and case.started_at >= since - timedelta(seconds=2)):
+                found = case
+                if case.connected_seq is None or case.recording_path:
                     return case
         time.sleep(0.5)
-    return None
+    return found
 
 
 def _print_case(case) -> None:

@@ -6,7 +6,6 @@ import copy
 import logging
 import threading
 import time
-import wave
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -23,6 +22,7 @@ from hotline.rostercache import RosterCache
 from oncall.model import Roster, Team
 from routing.callers import classify
 from routing.escalation import ChainStep
+from tests.support.db_helpers import write_wav
 
 T0 = datetime(2026, 11, 25, 19, 5, 12, tzinfo=ZoneInfo("Asia/Shanghai"))
 SURGEON = ChainStep(1, "甲", "13700000101", "primary", 20)
@@ -44,14 +44,6 @@ def connected_case(case_id: str = "20261125-190512-abc123") -> Case:
     lifecycle.mark_connected(case, s(12), 1)
     lifecycle.mark_ended(case, s(100), "caller")
     return case
-
-
-def write_wav(path: Path, seconds: float, rate: int = 8000) -> None:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(b"\x00\x01" * int(seconds * rate))
 
 
 class MemoryStore:

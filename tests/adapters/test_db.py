@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine, func, inspect, select, text
+from sqlalchemy import inspect, select, text
 
 from cases.lifecycle import (
     Case,
@@ -41,6 +41,7 @@ from oncall.lookup import on_call
 from oncall.model import Rank, Role, Shift, Surgeon, Team
 from routing.callers import CallerClass, classify
 from routing.escalation import AttemptOutcome, ChainStep
+from tests.support.db_helpers import count
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 T0 = datetime(2026, 3, 2, 14, 0, 0, 123456, tzinfo=SHANGHAI)
@@ -53,14 +54,6 @@ TABLES = {"teams", "surgeons", "shifts", "partner_hospitals", "hospital_phones",
 
 def s(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
-
-
-def count(engine: Engine, row_class, **where) -> int:
-    query = select(func.count()).select_from(row_class)
-    for column, value in where.items():
-        query = query.where(getattr(row_class, column) == value)
-    with engine.connect() as conn:
-        return conn.execute(query).scalar_one()
 
 
 def new_case(case_id: str = "C-1", linkedid: str = "1772431200.1", raw: str | None = "13800000001") -> Case:

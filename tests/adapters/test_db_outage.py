@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from tests.support.tcp_proxy import TcpProxy
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
 from cases import lifecycle
@@ -27,6 +27,7 @@ from hotline.casewriter import CaseWriter
 from hotline.journal import Journal
 from routing.callers import classify
 from routing.escalation import ChainStep
+from tests.support.db_helpers import count
 
 T0 = datetime(2026, 11, 25, 19, 5, 12, tzinfo=ZoneInfo("Asia/Shanghai"))
 PRIMARY = ChainStep(101, "王建国", "13800000101", "primary", 25)
@@ -65,14 +66,6 @@ class Call:
     @property
     def ended(self) -> bool:
         return not self.steps
-
-
-def count(engine: Engine, row_class, **where) -> int:
-    query = select(func.count()).select_from(row_class)
-    for column, value in where.items():
-        query = query.where(getattr(row_class, column) == value)
-    with engine.connect() as conn:
-        return conn.execute(query).scalar_one()
 
 
 def wait_for(condition, timeout_s: float = 10.0) -> None:

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-import wave
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -21,7 +20,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, select
 
 from cases import lifecycle
 from cases.lifecycle import Case, DialAttempt, MenuEvent
@@ -43,6 +42,7 @@ from hotline.journal import (
 )
 from routing.callers import Caller, CallerClass, classify
 from routing.escalation import AttemptOutcome, ChainStep
+from tests.support.db_helpers import count, write_wav
 
 PROJECT = Path(__file__).resolve().parents[2]
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -417,22 +417,6 @@ def table_rows(engine: Engine) -> dict[str, list[tuple]]:
             tables[table.name] = sorted(
                 tuple(map(repr, row)) for row in conn.execute(select(*columns)))
     return tables
-
-
-def count(engine: Engine, row_class, **where) -> int:
-    query = select(func.count()).select_from(row_class)
-    for column, value in where.items():
-        query = query.where(getattr(row_class, column) == value)
-    with engine.connect() as conn:
-        return conn.execute(query).scalar_one()
-
-
-def write_wav(path: Path, seconds: float, rate: int = 8000) -> None:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(b"\x00\x01" * int(seconds * rate))
 
 
 def test_a_killed_service_loses_no_case_and_replaying_twice_adds_nothing(engine, tmp_path):
