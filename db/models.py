@@ -6,11 +6,12 @@ so a new role or outcome needs no migration.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 
 from sqlalchemy import (
     Boolean,
     CheckConstraint,
+    Date,
     DateTime,
     Dialect,
     ForeignKey,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy import false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -75,6 +77,10 @@ class TeamRow(Base):
     name_en: Mapped[str] = mapped_column(String(128))
     ring_s: Mapped[int] = mapped_column(Integer, default=25)
     repeats: Mapped[int] = mapped_column(Integer, default=1)
+    tz: Mapped[str] = mapped_column(String(64), default="Asia/Shanghai", server_default="Asia/Shanghai")
+    requires_approval: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # No foreign key: a team is written before its surgeons when a roster is seeded.
+    department_head: Mapped[int | None] = mapped_column(Integer)
 
 
 class SurgeonRow(Base):
@@ -102,6 +108,133 @@ class ShiftRow(Base):
     role: Mapped[str] = mapped_column(String(32))
     starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
     ends_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RotationRow(Base):
+    """A rotation (轮班); `members` and `handoff_times` are comma-separated lists.
+
+    Rows are never updated in place by an import: ending a rotation sets
+    `until`, so the past stays as it was.
+    """
+
+    __tablename__ = "rotations"
+    __table_args__ = (CheckConstraint("every_days >= 1", name="every_days_positive"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    team: Mapped[str] = mapped_column(ForeignKey("teams.code"))
+    role: Mapped[str] = mapped_column(String(32))
+    members: Mapped[str] = mapped_column(Text)  # "101,102,103" (ring turns, in order)
+    start_date: Mapped[date] = mapped_column(Date)
+    until_date: Mapped[date | None] = mapped_column(Date)
+    handoff_times: Mapped[str] = mapped_column(String(128))  # "08:00" or "08:00,20:00"
+    every_days: Mapped[int] = mapped_column(Integer, default=1)
+    layer: Mapped[int] = mapped_column(Integer, default=0)
+    name: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class TradeRow(Base):
+    """A swap or give-away (换班 / 顶班) and where it stands (oncall.roster_ops.Trade)."""
+
+    __tablename__ = "trades"
+    __table_args__ = (Index(None, "status"),)
+
+    # The database numbers trades: a snapshot's proposal may collide with a
+    # trade it did not load, or with one made at the same moment.
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    team: Mapped[str] = mapped_column(ForeignKey("teams.code"))
+    requester: Mapped[int] = mapped_column(ForeignKey("surgeons.id"))
+    role: Mapped[str] = mapped_column(String(32))
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16))
+    counterpart: Mapped[int | None] = mapped_column(ForeignKey("surgeons.id"))
+    counter_role: Mapped[str | None] = mapped_column(String(32))
+    counter_starts_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    counter_ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    taker: Mapped[int | None] = mapped_column(ForeignKey("surgeons.id"))
+    decided_by: Mapped[int | None] = mapped_column(ForeignKey("surgeons.id"))
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    note: Mapped[str] = mapped_column(String(512), default="")
+
+
+class OverrideRow(Base):
+    """An override or cover (顶班 / 替班); `id` order is creation order, and a later one wins."""
+
+    __tablename__ = "overrides"
+    __table_args__ = (
+        CheckConstraint("starts_at < ends_at", name="starts_before_ends"),
+        Index(None, "team", "starts_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    team: Mapped[str] = mapped_column(ForeignKey("teams.code"))
+    role: Mapped[str] = mapped_column(String(32))
+    surgeon_id: Mapped[int] = mapped_column(ForeignKey("surgeons.id"))
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    replaces: Mapped[int | None] = mapped_column(ForeignKey("surgeons.id"))
+    note: Mapped[str] = mapped_column(String(512), default="")
+    trade_id: Mapped[int | None] = mapped_column(ForeignKey("trades.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LeaveRow(Base):
+    """A surgeon's leave (请假): never rung over [starts_at, ends_at)."""
+
+    __tablename__ = "leave"
+    __table_args__ = (
+        CheckConstraint("starts_at < ends_at", name="starts_before_ends"),
+        Index(None, "surgeon_id", "starts_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    surgeon_id: Mapped[int] = mapped_column(ForeignKey("surgeons.id"))
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    note: Mapped[str] = mapped_column(String(512), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RosterAuditRow(Base):
+    """Who changed the roster, when, and what it was before and after (JSON)."""
+
+    __tablename__ = "roster_audit"
+    __table_args__ = (Index(None, "at"), Index(None, "subject", "subject_id"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str] = mapped_column(String(128))  # "surgeon:101", "cli:root", "api:<token name>"
+    surgeon_id: Mapped[int | None] = mapped_column(Integer)  # the acting surgeon, if one
+    action: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str] = mapped_column(String(32))  # trade, override, leave, rotation, shifts
+    subject_id: Mapped[str] = mapped_column(String(64))
+    before: Mapped[str | None] = mapped_column(Text)
+    after: Mapped[str | None] = mapped_column(Text)
+
+
+class NoticeRow(Base):
+    """The notice outbox: each notice once (unique key), sent with retries."""
+
+    __tablename__ = "notices"
+    __table_args__ = (Index(None, "sent_at", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(255), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    team: Mapped[str | None] = mapped_column(String(32))
+    surgeon_id: Mapped[int | None] = mapped_column(Integer)  # None: the duty desk
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    text_zh: Mapped[str] = mapped_column(Text)
+    text_en: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    gave_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(String(512))
 
 
 class PartnerHospitalRow(Base):

@@ -17,6 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from cases.lifecycle import Case, DialAttempt, MenuEvent
+from db.roster_rows import load_roster
 from db.models import (
     CallbackRow,
     CaseRow,
@@ -201,35 +202,25 @@ class CaseRepository:
 
 
 class RosterRepository:
-    """Teams, surgeons and shifts out of the database, as the pure Roster."""
+    """Teams, surgeons, shifts, rotations, overrides, leave and trades out of the
+    database, as the pure Roster."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
     def load(self, start: datetime, end: datetime) -> Roster:
-        """All teams and surgeons, and the shifts overlapping [start, end)."""
+        """All teams, surgeons and rotations; the shifts, overrides and leave
+        overlapping [start, end); the open trades and those overlapping it.
+
+        Overrides come in creation (id) order, which is what makes a later one
+        win; a window must therefore hold every override that matters in it,
+        and an override outside the window cannot matter inside it.
+        """
         for value in (start, end):
             if value.tzinfo is None or value.utcoffset() is None:
                 raise ValueError("load needs timezone-aware times")
-        shifts_query = (
-            select(ShiftRow)
-            .where(ShiftRow.starts_at < end, ShiftRow.ends_at > start)
-            .order_by(ShiftRow.team, ShiftRow.starts_at, ShiftRow.id)
-        )
         with self._engine.connect() as conn:
-            teams = {
-                row.code: Team(row.code, row.name_zh, row.name_en, row.ring_s, row.repeats)
-                for row in conn.execute(select(TeamRow))
-            }
-            surgeons = {
-                row.id: Surgeon(row.id, row.name, row.phone, Rank(row.rank))
-                for row in conn.execute(select(SurgeonRow))
-            }
-            shifts = tuple(
-                Shift(row.team, row.surgeon_id, Role(row.role), row.starts_at, row.ends_at)
-                for row in conn.execute(shifts_query)
-            )
-        return Roster(teams=teams, surgeons=surgeons, shifts=shifts)
+            return load_roster(conn, start, end)
 
     def partner_numbers(self) -> dict[str, int]:
         """Registered partner-hospital numbers, normalised as `classify` expects."""
@@ -249,7 +240,8 @@ def write_roster(
     """Upsert teams by code, surgeons by id, shifts by (team, surgeon, role, start)."""
     upsert(conn, TeamRow.__table__, [  # type: ignore[arg-type]
         {"code": t.code, "name_zh": t.name_zh, "name_en": t.name_en,
-         "ring_s": t.ring_s, "repeats": t.repeats}
+         "ring_s": t.ring_s, "repeats": t.repeats, "tz": t.tz,
+         "requires_approval": t.requires_approval, "department_head": t.department_head}
         for t in teams
     ], ["code"])
     upsert(conn, SurgeonRow.__table__, [  # type: ignore[arg-type]

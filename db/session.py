@@ -57,18 +57,27 @@ def alembic_config() -> Config:
     return config
 
 
+def downgrade(target: str | URL | Engine, revision: str) -> None:
+    """Downgrade the database to `revision` (for operators undoing a release, and tests)."""
+    _run_alembic(target, command.downgrade, revision)
+
+
 def migrate(target: str | URL | Engine, revision: str = "head") -> None:
     """Upgrade the database to `revision` (default: the newest), programmatically.
 
     The connection goes to env.py through `config.attributes`, never through
     the ini option, so a URL with '%' or a password is never interpolated.
     """
+    _run_alembic(target, command.upgrade, revision)
+
+
+def _run_alembic(target: str | URL | Engine, action: Any, revision: str) -> None:
     engine = target if isinstance(target, Engine) else make_engine(target)
     try:
         with engine.begin() as connection:
             config = alembic_config()
             config.attributes["connection"] = connection
-            command.upgrade(config, revision)
+            action(config, revision)
     finally:
         if engine is not target:
             engine.dispose()
