@@ -12,22 +12,23 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, Table, select
+from sqlalchemy import ColumnElement, Connection, Engine, Table, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from cases.lifecycle import Case, DialAttempt, MenuEvent
-from db.roster_rows import load_roster
 from db.models import (
     CallbackRow,
     CaseRow,
     DialAttemptRow,
     HospitalPhoneRow,
     MenuEventRow,
+    RosterAuditRow,
     ShiftRow,
     SurgeonRow,
     TeamRow,
 )
+from db.roster_rows import load_roster
 from oncall.model import Rank, Role, Roster, Shift, Surgeon, Team
 from routing.callers import RAW_SAFE_MAX, Caller, CallerClass, normalise_number
 from routing.escalation import AttemptOutcome
@@ -221,6 +222,11 @@ class RosterRepository:
                 raise ValueError("load needs timezone-aware times")
         with self._engine.connect() as conn:
             return load_roster(conn, start, end)
+
+    def version(self) -> int:
+        """The newest roster audit entry's id: it moves on every roster write."""
+        with self._engine.connect() as conn:
+            return conn.execute(select(func.max(RosterAuditRow.id))).scalar() or 0
 
     def partner_numbers(self) -> dict[str, int]:
         """Registered partner-hospital numbers, normalised as `classify` expects."""

@@ -61,7 +61,8 @@ class HotlineService:
         self.engine = make_engine(config.db_url)
         self.cases = CaseRepository(self.engine)
         rosters = RosterRepository(self.engine)
-        self.roster_cache = RosterCache(rosters.load, rosters.partner_numbers, clock)
+        self.roster_cache = RosterCache(rosters.load, rosters.partner_numbers, clock,
+                                        version=rosters.version)
         config.recordings_dir.mkdir(parents=True, exist_ok=True)
         # Snapshots are journalled before the database has them: a crash or a
         # database outage loses nothing, and the next start writes the rest.

@@ -295,3 +295,25 @@ def test_the_roster_migration_downgrades_and_upgrades_with_data(db_url):
         assert team.tz == "Asia/Shanghai" and not team.requires_approval
     finally:
         engine.dispose()
+
+
+def test_the_routing_cache_sees_a_roster_write_at_the_next_probe(store, engine):
+    from db.repo import RosterRepository
+    from hotline.rostercache import RosterCache
+
+    seed_rotations(store)
+    rosters = RosterRepository(engine)
+    refreshed = threading.Event()
+    cache = RosterCache(rosters.load, rosters.partner_numbers, lambda: sh(2, 9), refresh_s=3600,
+                        version=rosters.version, poll_s=0.05, on_refresh=refreshed.set)
+    cache.start()
+    try:
+        assert on_call(cache.roster(), "facial", sh(2, 9))[0].surgeon.id == 1
+        assert not cache.changed()
+        refreshed.clear()
+        store.add_override(Override("facial", P, 8, sh(2, 8), sh(3, 8)), actor="cli:test")
+        # The full reload is an hour away: only the version probe can bring this in.
+        assert refreshed.wait(30)
+        assert on_call(cache.roster(), "facial", sh(2, 9))[0].surgeon.id == 8
+    finally:
+        cache.stop()
