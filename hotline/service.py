@@ -9,20 +9,23 @@ import asyncio
 import logging
 import os
 import signal
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from db.notices import NoticeRepository
 from db.repo import CaseRepository, RosterRepository
 from db.session import make_engine
 from hotline.casewriter import CaseWriter
 from hotline.config import HotlineConfig
 from hotline.jobs import add_reconcile_job
 from hotline.journal import Journal
+from hotline.notify import LogNotifier
 from hotline.reconcile import build_reconciler
 from hotline.rostercache import RosterCache
+from hotline.rosterjobs import HandoffPusher, add_roster_jobs, handoff_pusher
 from hotline.supervisor import touch
 from ivr.ami import AmiClient, AmiError, Message
 from ivr.calls import CallDesk
@@ -30,6 +33,8 @@ from ivr.fastagi import FastAgiServer
 from ivr.handlers import build_routes
 from ivr.menu import load_menu
 from ivr.mirror import AstdbMirror, ami_db_put
+from oncall.model import Roster
+from oncall.notices import GAP_DAYS
 
 logger = logging.getLogger(__name__)
 
@@ -60,9 +65,10 @@ class HotlineService:
         self.menu = load_menu(config.menu_file)
         self.engine = make_engine(config.db_url)
         self.cases = CaseRepository(self.engine)
-        rosters = RosterRepository(self.engine)
+        self.rosters = rosters = RosterRepository(self.engine)
+        self._handoffs: HandoffPusher | None = None
         self.roster_cache = RosterCache(rosters.load, rosters.partner_numbers, clock,
-                                        version=rosters.version)
+                                        version=rosters.version, on_refresh=self._roster_changed)
         config.recordings_dir.mkdir(parents=True, exist_ok=True)
         # Snapshots are journalled before the database has them: a crash or a
         # database outage loses nothing, and the next start writes the rest.
@@ -84,8 +90,36 @@ class HotlineService:
         # the service missed (it was down, or AMI was away).
         self.scheduler = BackgroundScheduler(timezone=timezone.utc)
         add_reconcile_job(self.scheduler, build_reconciler(config, self.engine, clock=clock))
+        # Roster notices (shift reminders, the department heads' digest, gap
+        # alerts) and a chain push at the exact instant of every handoff.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._handoffs = handoff_pusher(add_roster_jobs(
+            self.scheduler, roster=self._roster_ahead, outbox=NoticeRepository(self.engine, clock),
+            notifier=LogNotifier(), push_chains=self._push_chains_now,
+            teams=self.mirror.teams, clock=clock))
+
+    def _roster_ahead(self) -> Roster:
+        """The roster the roster jobs read: a day back to the alert horizon ahead.
+
+        Read from the database on each run (the routing cache holds two days
+        only); if the database is away the job fails and its next run retries.
+        """
+        now = self.clock()
+        return self.rosters.load(now - timedelta(days=1), now + timedelta(days=GAP_DAYS + 1))
+
+    def _push_chains_now(self) -> int:
+        """Push changed chain entries from a scheduler thread, on the service's loop."""
+        if self._loop is None:
+            raise RuntimeError("the service loop is not running yet")
+        return asyncio.run_coroutine_threadsafe(self.mirror.push_chains(), self._loop).result(10)
+
+    def _roster_changed(self) -> None:
+        # A new override or swap may bring the next handoff closer.
+        if self._handoffs is not None and self.scheduler.running:
+            self._handoffs.reschedule()
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self.roster_cache.start()
         self.writer.start()
         self.scheduler.start()
