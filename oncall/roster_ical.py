@@ -53,7 +53,7 @@ from oncall.roster_import import (
     ImportPlan,
     Problem,
     Severity,
-    _key,
+    fold,
     overlap_problems,
 )
 from oncall.rotation import EffectiveShift, local_instant, shifts_between, team_zone
@@ -505,7 +505,7 @@ class _Reader:
             return role
         if self.role is not None:
             return self.role
-        roles = {ROLE_WORDS[m.group(0)] for m in _ROLE_PATTERN.finditer(_key(summary))}
+        roles = {ROLE_WORDS[m.group(0)] for m in _ROLE_PATTERN.finditer(fold(summary))}
         if len(roles) > 1:
             raise _Bad(f"the summary names several roles ({_echo(summary)}); import with a role",
                        f"标题含多个岗位（{_echo(summary)}），请在导入时选择岗位")
@@ -544,7 +544,7 @@ class _Reader:
 
     def named_in(self, summary: str) -> dict[int, Surgeon]:
         """The surgeons a SUMMARY names by exact name (longest match wins) or by phone."""
-        text = _key(summary[:500])
+        text = fold(summary[:500])
         named: dict[int, Surgeon] = {}
         for match in self.name_pattern().finditer(text):
             surgeon, why = self.directory.surgeon(match.group(0))
@@ -561,7 +561,7 @@ class _Reader:
 
     def name_pattern(self) -> re.Pattern:
         if self._names is None:
-            keys = {_key(s.name) for s in self.roster.surgeons.values()} - {""}
+            keys = {fold(s.name) for s in self.roster.surgeons.values()} - {""}
             self._names = _alternation(keys) if keys else re.compile(r"(?!)")
         return self._names
 

@@ -57,8 +57,9 @@ class ImportPlan:
     """The shifts a file would write and what it replaces.
 
     `replace` maps a team code to the window [start, end) (UTC) whose one-off
-    shifts of that team the import replaces; `shifts` all lie inside their
-    team's window. `lines` gives each shift's source line (for reports).
+    shifts of that team -- those *starting* in it -- the import replaces;
+    `shifts` all start inside their team's window (the night of the month's
+    last day ends in the next month and still belongs to this one). `lines` gives each shift's source line (for reports).
     """
 
     shifts: tuple[Shift, ...] = ()
@@ -79,7 +80,7 @@ class ImportPlan:
         return [str(p) for p in sorted(self.problems, key=lambda p: (p.line, p.column))]
 
 
-def _key(text: str) -> str:
+def fold(text: str) -> str:
     # NFKC folds full-width digits and letters (common in Chinese sheets) to ASCII.
     return unicodedata.normalize("NFKC", text).strip().casefold()
 
@@ -92,23 +93,23 @@ class Directory:
         self._teams: dict[str, Team] = {}
         for team in roster.teams.values():
             for word in (team.code, team.name_zh, team.name_en):
-                self._teams.setdefault(_key(word), team)
+                self._teams.setdefault(fold(word), team)
         self._by_name: dict[str, list[Surgeon]] = {}
         self._by_phone: dict[str, Surgeon] = {}
         for surgeon in roster.surgeons.values():
-            self._by_name.setdefault(_key(surgeon.name), []).append(surgeon)
+            self._by_name.setdefault(fold(surgeon.name), []).append(surgeon)
             self._by_phone[surgeon.phone] = surgeon
 
     def team(self, word: str) -> Team | None:
-        return self._teams.get(_key(word))
+        return self._teams.get(fold(word))
 
     @staticmethod
     def role(word: str) -> Role | None:
-        return ROLE_WORDS.get(_key(word))
+        return ROLE_WORDS.get(fold(word))
 
     def surgeon(self, word: str) -> tuple[Surgeon | None, str]:
         """(surgeon, "") or (None, why) -- why is "unknown" or "ambiguous"."""
-        key = _key(word)
+        key = fold(word)
         if not key:
             return None, "unknown"
         named = self._by_name.get(key, [])
