@@ -11,6 +11,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from hotline import cli_roster
 from hotline.config import HotlineConfig, load_config
 
 
@@ -328,11 +329,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until", default="now", help="end of the window, same forms. Default: now")
     p.add_argument("--dry-run", action="store_true", help="report what would change; save nothing")
     p.set_defaults(func=cmd_reconcile)
+    cli_roster.register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    missing = cli_roster.check_required(args)
+    if missing:
+        parser.error(missing)
     try:
         config = _config(args)
     except ValueError as exc:
@@ -343,11 +349,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
+        from db.roster_store import NotFound, StaleChange
         from hotline.instance import InstanceError
         from hotline.sandbox import SandboxError
         from ivr.menu import MenuError
+        from oncall.roster_ops import RosterOpError
 
         if isinstance(exc, (InstanceError, SandboxError, MenuError)):
             print(f"hotline: {exc}", file=sys.stderr)
             return 1
+        if isinstance(exc, (RosterOpError, NotFound, StaleChange)):
+            print(f"hotline roster: refused: {exc}", file=sys.stderr)
+            return 1
+        if getattr(args, "verb", None) == "roster" and isinstance(exc, (ValueError, KeyError, OSError)):
+            # A rotation or override that fails its own validation, an unknown
+            # team, a file that cannot be read: say what, not a traceback.
+            print(f"hotline roster: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 2
         raise
