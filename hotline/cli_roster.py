@@ -7,11 +7,12 @@ unless they carry an offset; output shows each team's own zone.
 from __future__ import annotations
 
 import argparse
+import functools
 import getpass
 import sys
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 from zoneinfo import ZoneInfo
 
 from oncall.model import HOTLINE_TZ, Role
@@ -27,12 +28,20 @@ EXIT_FINDINGS = 3  # `roster check` found problems (for cron and monitoring)
 EXIT_REFUSED = 1
 
 
-def _desk(config: "HotlineConfig") -> "RosterDesk":
-    from db.roster_store import RosterStore
-    from db.session import make_engine
-    from hotline.rosterdesk import RosterDesk
+def with_desk(verb: Callable[[argparse.Namespace, "RosterDesk"], int]):
+    """Run a verb with a RosterDesk on the configured database; the engine is closed after."""
+    @functools.wraps(verb)
+    def run(args: argparse.Namespace, config: "HotlineConfig") -> int:
+        from db.roster_store import RosterStore
+        from db.session import make_engine
+        from hotline.rosterdesk import RosterDesk
 
-    return RosterDesk(RosterStore(make_engine(config.db_url)))
+        engine = make_engine(config.db_url)
+        try:
+            return verb(args, RosterDesk(RosterStore(engine)))
+        finally:
+            engine.dispose()
+    return run
 
 
 def _actor() -> str:
@@ -100,8 +109,8 @@ def _name(roster, sid: int) -> str:
 
 # -- verbs ----------------------------------------------------------------------
 
-def cmd_now(args, config) -> int:
-    desk = _desk(config)
+@with_desk
+def cmd_now(args, desk) -> int:
     at = args.at or desk.clock()
     roster, chains = desk.chains(at, [args.team] if args.team else None)
     if args.team and args.team not in chains:
@@ -119,8 +128,7 @@ def cmd_now(args, config) -> int:
     return 0
 
 
-def _show_pieces(args, config, days: int) -> int:
-    desk = _desk(config)
+def _show_pieces(args, desk, days: int) -> int:
     roster_now, _ = desk.chains(teams=None)
     codes = [args.team] if args.team else sorted(roster_now.teams)
     first = args.date or desk.clock().astimezone(ZoneInfo(HOTLINE_TZ)).date()
@@ -142,16 +150,18 @@ def _show_pieces(args, config, days: int) -> int:
     return 0
 
 
-def cmd_day(args, config) -> int:
-    return _show_pieces(args, config, 1)
+@with_desk
+def cmd_day(args, desk) -> int:
+    return _show_pieces(args, desk, 1)
 
 
-def cmd_week(args, config) -> int:
-    return _show_pieces(args, config, 7)
+@with_desk
+def cmd_week(args, desk) -> int:
+    return _show_pieces(args, desk, 7)
 
 
-def cmd_check(args, config) -> int:
-    desk = _desk(config)
+@with_desk
+def cmd_check(args, desk) -> int:
     start = desk.clock()
     _, findings = desk.check(start, start + timedelta(days=args.days),
                              [args.team] if args.team else None)
@@ -163,11 +173,11 @@ def cmd_check(args, config) -> int:
     return EXIT_FINDINGS if findings else 0
 
 
-def cmd_import(args, config) -> int:
+@with_desk
+def cmd_import(args, desk) -> int:
     path = Path(args.file)
     data = sys.stdin.buffer.read() if args.file == "-" else path.read_bytes()
     kind = args.format or ("ical" if path.suffix.lower() in (".ics", ".ical") else "csv")
-    desk = _desk(config)
     if kind == "ical":
         window = None
         if args.month:
@@ -202,8 +212,8 @@ def _month_window(month: date) -> tuple[datetime, datetime]:
             datetime.combine(nxt, time(0), tz).astimezone(UTC))
 
 
-def cmd_export(args, config) -> int:
-    desk = _desk(config)
+@with_desk
+def cmd_export(args, desk) -> int:
     start = args.start or desk.clock() - timedelta(days=7)
     end = start + timedelta(days=args.days)
     if args.surgeon is not None:
@@ -218,22 +228,24 @@ def cmd_export(args, config) -> int:
     return 0
 
 
-def cmd_offer(args, config) -> int:
-    trade = _desk(config).offer(by=args.by, team=args.team, role=args.role, start=args.start,
+@with_desk
+def cmd_offer(args, desk) -> int:
+    trade = desk.offer(by=args.by, team=args.team, role=args.role, start=args.start,
                                 end=args.end, note=args.note, actor=_actor())
     return _print_trade(trade)
 
 
-def cmd_swap(args, config) -> int:
-    trade = _desk(config).swap(by=args.by, team=args.team, role=args.role, start=args.start,
+@with_desk
+def cmd_swap(args, desk) -> int:
+    trade = desk.swap(by=args.by, team=args.team, role=args.role, start=args.start,
                                end=args.end, with_surgeon=args.with_surgeon,
                                their_start=args.their_start, their_end=args.their_end,
                                their_role=args.their_role, note=args.note, actor=_actor())
     return _print_trade(trade)
 
 
-def cmd_trade_step(args, config) -> int:
-    desk = _desk(config)
+@with_desk
+def cmd_trade_step(args, desk) -> int:
     if args.step == "take":
         trade = desk.take(args.trade_id, by=args.by, actor=_actor())
     elif args.step == "approve":
@@ -249,8 +261,8 @@ def _print_trade(trade) -> int:
     return 0
 
 
-def cmd_trades(args, config) -> int:
-    desk = _desk(config)
+@with_desk
+def cmd_trades(args, desk) -> int:
     for t in desk.store.trades(status=[args.status] if args.status else None, team=args.team):
         print(f"{t.id:5} {t.kind.value:9} {t.status.value:9} {t.team:10} {t.role.value:15} "
               f"{_local(t.start, HOTLINE_TZ)} - {_local(t.end, HOTLINE_TZ)}  by #{t.requester}"
@@ -259,10 +271,10 @@ def cmd_trades(args, config) -> int:
     return 0
 
 
-def cmd_override(args, config) -> int:
+@with_desk
+def cmd_override(args, desk) -> int:
     from oncall.rotation import Override
 
-    desk = _desk(config)
     if args.action == "remove":
         gone = desk.remove_override(args.id, actor=_actor())
         print(f"removed override {args.id} ({gone.team} {gone.role.value} #{gone.surgeon_id})")
@@ -273,10 +285,10 @@ def cmd_override(args, config) -> int:
     return 0
 
 
-def cmd_leave(args, config) -> int:
+@with_desk
+def cmd_leave(args, desk) -> int:
     from oncall.rotation import Leave
 
-    desk = _desk(config)
     if args.action == "remove":
         desk.remove_leave(args.id, actor=_actor())
         print(f"removed leave {args.id}")
@@ -286,10 +298,10 @@ def cmd_leave(args, config) -> int:
     return 0
 
 
-def cmd_rotation(args, config) -> int:
+@with_desk
+def cmd_rotation(args, desk) -> int:
     from oncall.rotation import Rotation
 
-    desk = _desk(config)
     if args.action == "list":
         for rid, r in desk.store.rotations(args.team):
             print(f"{rid:4} {r.team:10} {r.role.value:15} {r.kind:7} every {r.every_days}d at "
@@ -308,8 +320,9 @@ def cmd_rotation(args, config) -> int:
     return 0
 
 
-def cmd_audit(args, config) -> int:
-    for e in _desk(config).store.audit(subject=args.subject, limit=args.limit):
+@with_desk
+def cmd_audit(args, desk) -> int:
+    for e in desk.store.audit(subject=args.subject, limit=args.limit):
         print(f"{e.at.astimezone(ZoneInfo(HOTLINE_TZ)):%Y-%m-%d %H:%M:%S}  {safe_text(e.actor, 40):20} "
               f"{e.action:16} {e.subject} {safe_text(e.subject_id, 64)}")
     return 0
