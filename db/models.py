@@ -324,3 +324,22 @@ class CallbackRow(Base):
     due_at: Mapped[datetime] = mapped_column(UTCDateTime)
     status: Mapped[str] = mapped_column(String(16), default="open", server_default="open")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ApiTokenRow(Base):
+    """A bearer token of the JSON API (console.tokens): only its SHA-256 is kept.
+
+    `role` is a `db.tokens.TokenRole` value; `surgeon_id` binds a
+    department_head or surgeon token to the surgeon it acts as.
+    """
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # hex SHA-256
+    role: Mapped[str] = mapped_column(String(32))
+    surgeon_id: Mapped[int | None] = mapped_column(ForeignKey("surgeons.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -58,6 +58,14 @@ class NotFound(LookupError):
     """No such override, leave, rotation or trade."""
 
 
+class PartOfTrade(Exception):
+    """The override is a trade's cover: it stays as the trade's record."""
+
+
+class NotOwner(PermissionError):
+    """The leave is not the acting surgeon's own (or does not exist)."""
+
+
 class ImportRefused(ValueError):
     """The import plan has errors; nothing was written."""
 
@@ -217,8 +225,8 @@ class RosterStore:
             if row is None:
                 raise NotFound(f"no override {override_id}")
             if row.trade_id is not None:
-                raise ValueError(f"override {override_id} belongs to trade {row.trade_id}; "
-                                 "it stays as the trade's record")
+                raise PartOfTrade(f"override {override_id} belongs to trade {row.trade_id}; "
+                                  "it stays as the trade's record")
             conn.execute(delete(OverrideRow).where(OverrideRow.id == override_id))
             gone = override_of(row)
             self._audit(conn, self._clock(), actor, surgeon_id, "remove_override", "override",
@@ -234,9 +242,14 @@ class RosterStore:
                         str(new_id), None, to_json(leave))
         return new_id
 
-    def remove_leave(self, leave_id: int, *, actor: str, surgeon_id: int | None = None) -> Leave:
+    def remove_leave(self, leave_id: int, *, actor: str, surgeon_id: int | None = None,
+                     owner: int | None = None) -> Leave:
+        """Remove a leave; with `owner`, only if it is that surgeon's (checked in
+        the same transaction: `NotOwner`, for someone else's and for none alike)."""
         with self._engine.begin() as conn:
             row = conn.execute(select(LeaveRow).where(LeaveRow.id == leave_id)).first()
+            if owner is not None and (row is None or row.surgeon_id != owner):
+                raise NotOwner(f"surgeon {owner} has no leave {leave_id}")
             if row is None:
                 raise NotFound(f"no leave {leave_id}")
             conn.execute(delete(LeaveRow).where(LeaveRow.id == leave_id))

@@ -11,7 +11,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from hotline import cli_roster
+from hotline import cli_roster, cli_tokens
 from hotline.config import HotlineConfig, load_config
 
 
@@ -194,6 +194,21 @@ def cmd_cases(args, config: HotlineConfig) -> int:
     return 0
 
 
+def cmd_console(args, config: HotlineConfig) -> int:
+    import waitress
+
+    from console import create_app
+
+    logging.basicConfig(level=config.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(config)
+    print(f"console and JSON API on http://{args.host}:{args.port}/api/v1/roster "
+          f"(database {_redact(config.db_url)})", flush=True)
+    # waitress: a production WSGI server in pure Python, no C build, threads.
+    waitress.serve(app, host=args.host, port=args.port, threads=args.threads, ident="hotline")
+    return 0
+
+
 def cmd_reconcile(args, config: HotlineConfig) -> int:
     from hotline.reconcile import ReconcileError, parse_when, reconcile_window
 
@@ -330,6 +345,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="report what would change; save nothing")
     p.set_defaults(func=cmd_reconcile)
     cli_roster.register(sub)
+    cli_tokens.register(sub)
+    p = sub.add_parser("console", help="serve the web console and the JSON API (waitress)",
+                       description="Serve /api/v1/roster (bearer tokens: `hotline token create`). "
+                                   "Put a TLS proxy in front of it for anything beyond loopback, "
+                                   "and keep query strings out of its access log (calendar "
+                                   "feed URLs carry a read-only token).")
+    p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (loopback only)")
+    p.add_argument("--port", type=int, default=8608)
+    p.add_argument("--threads", type=int, default=8)
+    p.set_defaults(func=cmd_console)
     return parser
 
 
@@ -349,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
-        from db.roster_store import NotFound, StaleChange
+        from db.roster_store import NotFound, NotOwner, PartOfTrade, StaleChange
         from hotline.instance import InstanceError
         from hotline.sandbox import SandboxError
         from ivr.menu import MenuError
@@ -358,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, (InstanceError, SandboxError, MenuError)):
             print(f"hotline: {exc}", file=sys.stderr)
             return 1
-        if isinstance(exc, (RosterOpError, NotFound, StaleChange)):
+        if isinstance(exc, (RosterOpError, NotFound, StaleChange, PartOfTrade, NotOwner)):
             print(f"hotline roster: refused: {exc}", file=sys.stderr)
             return 1
         if getattr(args, "verb", None) == "roster" and isinstance(exc, (ValueError, KeyError, OSError)):

@@ -133,12 +133,8 @@ def _show_pieces(args, desk, days: int) -> int:
     codes = [args.team] if args.team else sorted(roster_now.teams)
     first = args.date or desk.clock().astimezone(ZoneInfo(HOTLINE_TZ)).date()
     for code in codes:
-        try:
-            start, end = desk.day_window(code, first, days)
-            roster, pieces = desk.pieces(code, start, end)
-        except KeyError:
-            print(f"no team {safe_text(code, 32)!r}", file=sys.stderr)
-            return 2
+        start, end = desk.day_window(code, first, days)  # UnknownTeam: refused, exit 1
+        roster, pieces = desk.pieces(code, start, end)
         team = roster.teams[code]
         print(f"\n{team.name_zh} / {team.name_en} [{code}]  {first} +{days}d ({team.tz})")
         if not pieces:
@@ -263,7 +259,7 @@ def _print_trade(trade) -> int:
 
 @with_desk
 def cmd_trades(args, desk) -> int:
-    for t in desk.store.trades(status=[args.status] if args.status else None, team=args.team):
+    for t in desk.trades(status=[args.status] if args.status else None, team=args.team):
         print(f"{t.id:5} {t.kind.value:9} {t.status.value:9} {t.team:10} {t.role.value:15} "
               f"{_local(t.start, HOTLINE_TZ)} - {_local(t.end, HOTLINE_TZ)}  by #{t.requester}"
               + (f" with #{t.counterpart}" if t.counterpart else "")
@@ -303,7 +299,7 @@ def cmd_rotation(args, desk) -> int:
     from oncall.rotation import Rotation
 
     if args.action == "list":
-        for rid, r in desk.store.rotations(args.team):
+        for rid, r in desk.rotations(args.team):
             print(f"{rid:4} {r.team:10} {r.role.value:15} {r.kind:7} every {r.every_days}d at "
                   f"{','.join(t.strftime('%H:%M') for t in r.handoff_times)} layer {r.layer} "
                   f"from {r.start} until {r.until or '-'}  members {','.join(map(str, r.members))}")
@@ -322,7 +318,7 @@ def cmd_rotation(args, desk) -> int:
 
 @with_desk
 def cmd_audit(args, desk) -> int:
-    for e in desk.store.audit(subject=args.subject, limit=args.limit):
+    for e in desk.audit(subject=args.subject, limit=args.limit):
         print(f"{e.at.astimezone(ZoneInfo(HOTLINE_TZ)):%Y-%m-%d %H:%M:%S}  {safe_text(e.actor, 40):20} "
               f"{e.action:16} {e.subject} {safe_text(e.subject_id, 64)}")
     return 0
@@ -358,7 +354,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "import", help="import a month's roster from CSV (UTF-8, UTF-8 with BOM, GB18030) or iCal",
         description="Import one-off shifts. The file is checked line by line; if any line is wrong, "
                     "every problem is listed and nothing changes. The shifts of each team in the "
-                    "file's month (or span) are replaced. CSV layouts: see `oncall/roster_csv.py`.")
+                    "file's month (or span) are replaced. Layouts and examples: docs/rosters.md.")
     p.add_argument("file", help="the .csv or .ics file, or - for stdin")
     p.add_argument("--format", choices=("csv", "ical"), help="default: from the file name")
     p.add_argument("--team", help="the team, when the file has no team column")

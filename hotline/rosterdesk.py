@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 
-from db.roster_store import ImportResult, RosterStore, StaleChange
+from db.roster_store import AuditRecord, ImportResult, RosterStore, StaleChange
 from oncall import roster_ops
 from oncall.checks import Finding, check_roster
 from oncall.lookup import on_call
@@ -69,8 +69,7 @@ class RosterDesk:
     def day_window(self, team: str, day: date, days: int = 1) -> tuple[datetime, datetime]:
         """Local midnight of `day` to local midnight `days` later, in the team's zone, as UTC."""
         roster = self.store.load(self.clock(), self.clock() + timedelta(seconds=1))
-        if team not in roster.teams:
-            raise KeyError(team)
+        _known(roster, team=team, surgeons=())
         tz = team_zone(roster.teams[team])
         return (local_instant(day, time(0), tz),
                 local_instant(day + timedelta(days=days), time(0), tz))
@@ -79,15 +78,27 @@ class RosterDesk:
         """Who holds which role of `team` over [start, end), as `shifts_between` pieces."""
         _bounded(start, end)
         roster = self.store.load(start, end)
-        if team not in roster.teams:
-            raise KeyError(team)
+        _known(roster, team=team, surgeons=())
         return roster, shifts_between(roster, team, start, end)
 
     def check(self, start: datetime, end: datetime,
               teams: Sequence[str] | None = None) -> tuple[Roster, list[Finding]]:
         _bounded(start, end)
         roster = self.store.load(start, end)
+        for team in teams or ():
+            _known(roster, team=team, surgeons=())
         return roster, check_roster(roster, start, end, teams=teams)
+
+    def trades(self, *, status: Sequence[str] | None = None, team: str | None = None,
+               limit: int = 200) -> list[Trade]:
+        return self.store.trades(status=status, team=team, limit=limit)
+
+    def audit(self, *, subject: str | None = None, subject_id: str | None = None,
+              limit: int = 100) -> list[AuditRecord]:
+        return self.store.audit(subject=subject, subject_id=subject_id, limit=limit)
+
+    def rotations(self, team: str | None = None) -> list[tuple[int, Rotation]]:
+        return self.store.rotations(team)
 
     # -- import / export ------------------------------------------------------
 
@@ -126,15 +137,13 @@ class RosterDesk:
     def team_ical(self, team: str, start: datetime, end: datetime, lang: str = "zh") -> bytes:
         _bounded(start, end)
         roster = self.store.load(start, end)
-        if team not in roster.teams:
-            raise KeyError(team)
+        _known(roster, team=team, surgeons=())
         return team_calendar(roster, team, start, end, now=self.clock(), lang=lang)
 
     def surgeon_ical(self, surgeon_id: int, start: datetime, end: datetime, lang: str = "zh") -> bytes:
         _bounded(start, end)
         roster = self.store.load(start, end)
-        if surgeon_id not in roster.surgeons:
-            raise KeyError(surgeon_id)
+        _known(roster, team=None, surgeons=(surgeon_id,))
         return surgeon_calendar(roster, surgeon_id, start, end, now=self.clock(), lang=lang)
 
     # -- swaps and give-aways -------------------------------------------------
@@ -207,8 +216,10 @@ class RosterDesk:
         self._changed()
         return new_id
 
-    def remove_leave(self, leave_id: int, *, actor: str, surgeon_id: int | None = None) -> Leave:
-        gone = self.store.remove_leave(leave_id, actor=actor, surgeon_id=surgeon_id)
+    def remove_leave(self, leave_id: int, *, actor: str, surgeon_id: int | None = None,
+                     owner: int | None = None) -> Leave:
+        """`owner`: remove only if the leave is that surgeon's (`NotOwner` otherwise)."""
+        gone = self.store.remove_leave(leave_id, actor=actor, surgeon_id=surgeon_id, owner=owner)
         self._changed()
         return gone
 

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from db.models import OverrideRow, RosterAuditRow, ShiftRow, TradeRow
 from db.repo import write_roster
-from db.roster_store import ImportRefused, NotFound, RosterStore, StaleChange
+from db.roster_store import ImportRefused, NotFound, NotOwner, PartOfTrade, RosterStore, StaleChange
 from db.session import downgrade, make_engine, migrate
 from oncall import roster_ops
 from oncall.model import Rank, Role, Roster, Shift, Surgeon, Team
@@ -186,7 +186,7 @@ def test_trade_covers_cannot_be_removed_alone_but_plain_overrides_can(store, eng
     store.apply_change(roster_ops.approve(store.for_operation(NOW, sh(3, 8)), offered.id, by=9, at=NOW))
     with engine.connect() as conn:
         cover_id = conn.execute(select(OverrideRow.id).where(OverrideRow.trade_id == offered.id)).scalar_one()
-    with pytest.raises(ValueError, match="belongs to trade"):
+    with pytest.raises(PartOfTrade, match="belongs to trade"):
         store.remove_override(cover_id, actor="cli:test")
 
     plain = store.add_override(Override("facial", B, 8, sh(5, 8), sh(6, 8)), actor="cli:test")
@@ -317,3 +317,14 @@ def test_the_routing_cache_sees_a_roster_write_at_the_next_probe(store, engine):
         assert on_call(cache.roster(), "facial", sh(2, 9))[0].surgeon.id == 8
     finally:
         cache.stop()
+
+
+def test_a_surgeon_removes_only_their_own_leave(store):
+    mine = store.add_leave(Leave(2, sh(3), sh(4)), actor="api:s2", surgeon_id=2)
+    theirs = store.add_leave(Leave(3, sh(3), sh(4)), actor="api:s3", surgeon_id=3)
+    with pytest.raises(NotOwner):
+        store.remove_leave(theirs, actor="api:s2", surgeon_id=2, owner=2)
+    with pytest.raises(NotOwner):  # unknown and someone else's look the same
+        store.remove_leave(999, actor="api:s2", surgeon_id=2, owner=2)
+    assert store.remove_leave(mine, actor="api:s2", surgeon_id=2, owner=2).surgeon_id == 2
+    assert [i for i, _ in store.leave(sh(1), sh(10))] == [theirs]

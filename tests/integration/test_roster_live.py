@@ -74,3 +74,69 @@ def test_roster_check_reports_the_team_nobody_covers(line: Hotline):
     done = roster_cli(line, "check", "--days", "1", check=False)
     assert done.returncode == 3, done.stderr
     assert re.search(r"^gap\s+burns\s", done.stdout, re.M)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def token(line: Hotline, name: str, role: str, *extra: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "hotline", "token", "create", "--name", name,
+                           "--role", role, *extra], env=line.env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_the_json_api_served_by_hotline_console_changes_live_routing(line: Hotline):
+    import json
+    import urllib.request
+
+    port = free_port()
+    log = open(line.workdir / "console.log", "wb")  # read it when this test fails
+    console = subprocess.Popen([sys.executable, "-m", "hotline", "console", "--port", str(port)],
+                               env=line.env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}/api/v1/roster"
+    try:
+        supervisor = token(line, "it-supervisor", "supervisor")
+        calendar = token(line, "it-calendar", "calendar")
+
+        def call(method: str, path: str, body: dict | None = None) -> dict:
+            request = urllib.request.Request(
+                base + path, method=method, data=json.dumps(body).encode() if body else None,
+                headers={"Authorization": f"Bearer {supervisor}", "Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return json.loads(response.read())
+
+        deadline = time.monotonic() + 20
+        while True:  # until waitress listens
+            try:
+                chain = call("GET", "/now?team=replant")
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        assert "13700000201" in json.dumps(chain, ensure_ascii=False), chain
+
+        now = datetime.now(timezone.utc)
+        added = call("POST", "/overrides", {
+            "team": "replant", "role": "primary", "surgeon_id": 4,
+            "start": iso(now - timedelta(minutes=1)), "end": iso(now + timedelta(minutes=30))})
+        try:
+            wait_first_in_chain(line, "replant", "13700000202")
+        finally:
+            call("DELETE", f"/overrides/{added['id']}")
+        wait_first_in_chain(line, "replant", "13700000201")
+
+        with urllib.request.urlopen(f"{base}/teams/replant.ics?token={calendar}", timeout=10) as feed:
+            assert feed.headers["Content-Type"].startswith("text/calendar")
+            assert b"BEGIN:VEVENT" in feed.read()
+    finally:
+        console.terminate()
+        console.wait(10)
+        log.close()

@@ -1,0 +1,170 @@
+"""The web console and its JSON API (Flask).
+
+`create_app(config)` is the composition root of the web side: it builds the
+roster desk and the token store from one engine, registers the blueprints
+and makes every error a JSON body ({"error", "message", "message_zh"}) --
+never an HTML page, never a stack trace.
+
+    create_app(load_config())                      # engine from config.db_url
+    create_app(engine=engine, clock=lambda: t0)    # tests
+
+Serving: any WSGI server (e.g. `werkzeug.serving.make_server`). Note that
+the .ics feeds accept `?token=` in the URL (phone calendars send no headers),
+so an access log in front of the app must not keep query strings.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask, current_app, jsonify, request
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+from werkzeug.exceptions import HTTPException
+
+from hotline.config import HotlineConfig
+from hotline.notify import escape
+
+if TYPE_CHECKING:
+    from db.tokens import TokenStore
+    from hotline.rosterdesk import RosterDesk
+
+logger = logging.getLogger(__name__)
+
+MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # a month's roster is a few kB; 2 MB is plenty
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class ApiError(Exception):
+    """An answer other than 2xx, as JSON: status, a stable code, English and Chinese text.
+
+    Messages are written by us; anything from the request in them is cut and
+    escaped first (`routing.callers.safe_text`).
+    """
+
+    def __init__(self, status: int, code: str, message: str, message_zh: str,
+                 headers: dict[str, str] | None = None, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.message_zh = message_zh
+        self.headers = headers or {}
+        self.extra = extra
+
+    def response(self):
+        body = {"error": self.code, "message": self.message, "message_zh": self.message_zh,
+                **self.extra}
+        response = jsonify(body)
+        response.status_code = self.status
+        response.headers.update(self.headers)
+        return response
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the views use, built once per app from one engine."""
+
+    desk: "RosterDesk"
+    tokens: "TokenStore"
+    clock: Callable[[], datetime]
+
+
+def services() -> Services:
+    return current_app.extensions["hotline"]
+
+
+def create_app(config: HotlineConfig | None = None, *, engine: Engine | None = None,
+               clock: Callable[[], datetime] | None = None,
+               test_config: dict | None = None) -> Flask:
+    """The app. `engine` wins over `config.db_url`; neither: `load_config()`'s database.
+
+    `clock` (default: the system clock, UTC) is "now" for the desk, the token
+    store and every default time; `test_config` is merged into `app.config`.
+    """
+    app = Flask(__name__)
+    app.config.from_mapping(MAX_CONTENT_LENGTH=MAX_UPLOAD_BYTES)
+    if test_config:
+        app.config.from_mapping(test_config)
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]  # 中文 as itself, UTF-8
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # fields in the order we write them
+
+    app.extensions["hotline"] = _build_services(config, engine, clock or _utcnow)
+
+    from console.api_roster import bp as roster_api
+
+    app.register_blueprint(roster_api)
+    _register_error_handlers(app)
+    return app
+
+
+def _build_services(config: HotlineConfig | None, engine: Engine | None,
+                    clock: Callable[[], datetime]) -> Services:
+    from db.roster_store import RosterStore
+    from db.tokens import TokenStore
+    from hotline.rosterdesk import RosterDesk
+
+    if engine is None:
+        from db.session import make_engine
+        from hotline.config import load_config
+
+        engine = make_engine((config or load_config()).db_url)
+    # No on_change hook: the service notices roster writes by itself (its
+    # roster cache polls the newest audit entry) and refreshes the AstDB mirror.
+    desk = RosterDesk(RosterStore(engine, clock=clock), clock=clock)
+    return Services(desk=desk, tokens=TokenStore(engine, clock=clock), clock=clock)
+
+
+_HTTP_ZH = {
+    400: "请求无效",
+    401: "需要有效的访问令牌",
+    403: "无权访问",
+    404: "未找到",
+    405: "不支持该请求方法",
+    409: "与当前状态冲突",
+    413: "上传内容过大",
+    415: "不支持的内容类型",
+    422: "内容无法处理",
+    429: "请求过于频繁",
+}
+
+
+def _register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def api_error(exc: ApiError):
+        return exc.response()
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        response = exc.get_response()  # keeps headers such as Allow
+        code = (exc.name or "error").lower().replace(" ", "_")
+        if exc.code == 413:
+            limit = app.config.get("MAX_CONTENT_LENGTH") or 0
+            message = f"the request body is larger than {limit} bytes"
+        else:
+            message = exc.name or "error"
+        response.set_data(app.json.dumps({  # type: ignore[attr-defined]
+            "error": code, "message": message,
+            "message_zh": _HTTP_ZH.get(exc.code or 0, "请求失败")}))
+        response.content_type = "application/json"
+        return response
+
+    @app.errorhandler(OperationalError)
+    def database_unavailable(exc: OperationalError):
+        # Down, unreachable or locked: worth a retry, unlike a 500.
+        logger.warning("database unavailable on %s %s: %s", request.method,
+                       escape(request.path[:200]), type(exc.orig).__name__)
+        return ApiError(503, "database_unavailable", "the database is unavailable; try again shortly",
+                        "数据库暂不可用，请稍后重试", headers={"Retry-After": "5"}).response()
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        logger.exception("unhandled error on %s %s", request.method, escape(request.path[:200]))
+        return ApiError(500, "internal_error", "internal error; the details are in the server log",
+                        "服务器内部错误，详情见服务器日志").response()
