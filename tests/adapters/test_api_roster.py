@@ -25,6 +25,7 @@ from db.roster_store import RosterStore
 from db.tokens import TokenStore
 from oncall.model import Rank, Role, Surgeon, Team
 from oncall.rotation import Rotation
+from tests.support.clock import Clock
 from tests.support.db_helpers import count
 
 SH = ZoneInfo("Asia/Shanghai")
@@ -52,14 +53,6 @@ TOKENS = {
 def sh(d: int, h: int = 0, month: int = 3) -> str:
     """An ISO time in Shanghai, as a client would send it."""
     return datetime(2026, month, d, h, tzinfo=SH).isoformat()
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture

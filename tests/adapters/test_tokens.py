@@ -16,17 +16,10 @@ from db.tokens import TokenError, TokenNotFound, TokenRole, TokenStore
 from hotline.cli_tokens import register
 from hotline.config import HotlineConfig
 from oncall.model import Rank, Surgeon, Team
+from tests.support.clock import Clock
 
 UTC = timezone.utc
 T0 = datetime(2026, 3, 1, 1, 0, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture
