@@ -17,10 +17,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, current_app, jsonify, request
+from flask import Flask, current_app, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
@@ -30,6 +31,7 @@ from hotline.notify import escape
 
 if TYPE_CHECKING:
     from db.tokens import TokenStore
+    from db.users import AuditLog, UserStore
     from hotline.rosterdesk import RosterDesk
 
 logger = logging.getLogger(__name__)
@@ -74,6 +76,10 @@ class Services:
     desk: "RosterDesk"
     tokens: "TokenStore"
     clock: Callable[[], datetime]
+    users: "UserStore"
+    audit: "AuditLog"
+    engine: Engine
+    config: HotlineConfig | None
 
 
 def services() -> Services:
@@ -89,25 +95,80 @@ def create_app(config: HotlineConfig | None = None, *, engine: Engine | None = N
     store and every default time; `test_config` is merged into `app.config`.
     """
     app = Flask(__name__)
-    app.config.from_mapping(MAX_CONTENT_LENGTH=MAX_UPLOAD_BYTES)
+    app.config.from_mapping(
+        MAX_CONTENT_LENGTH=MAX_UPLOAD_BYTES,
+        SESSION_COOKIE_NAME="hotline_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=not (config and config.console_insecure_cookies),
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=8),
+        WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
+    )
+    if config is not None:
+        app.config["SECRET_KEY"] = config.console_secret()
     if test_config:
         app.config.from_mapping(test_config)
+    if not app.config.get("SECRET_KEY"):
+        raise RuntimeError("the console needs a SECRET_KEY (from the instance's console.secret)")
     app.json.ensure_ascii = False  # type: ignore[attr-defined]  # 中文 as itself, UTF-8
     app.json.sort_keys = False  # type: ignore[attr-defined]  # fields in the order we write them
 
     app.extensions["hotline"] = _build_services(config, engine, clock or _utcnow)
 
+    from console import auth, pages
     from console.api_roster import bp as roster_api
 
+    csrf = CSRFProtect(app)
+    csrf.exempt(roster_api)  # bearer tokens: a browser never sends one by itself
+    auth.limiter.init_app(app)
+    app.before_request(auth.load_user)
+    app.register_blueprint(auth.bp)
     app.register_blueprint(roster_api)
+    pages.register(app, csrf)
+    _register_page_context(app)
     _register_error_handlers(app)
+    app.after_request(_security_headers)
     return app
+
+
+# Content-Security-Policy: everything from this site only -- no inline script,
+# no frames of us anywhere (the console shows patients' data).
+CSP = ("default-src 'self'; img-src 'self' data:; media-src 'self'; style-src 'self'; "
+       "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+       "form-action 'self'")
+
+
+def _security_headers(response):
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    if not request.path.startswith("/static/"):
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def _register_page_context(app: Flask) -> None:
+    from console.auth import current_user
+    from console.i18n import current_lang, t
+    from console.pages import nav_for
+
+    @app.context_processor
+    def page_context() -> dict[str, Any]:
+        user = current_user()
+        return {"t": t, "lang": current_lang(), "user": user,
+                "nav": nav_for(user, app) if user else []}
+
+
+def wants_json() -> bool:
+    return request.path.startswith("/api/")
 
 
 def _build_services(config: HotlineConfig | None, engine: Engine | None,
                     clock: Callable[[], datetime]) -> Services:
     from db.roster_store import RosterStore
     from db.tokens import TokenStore
+    from db.users import AuditLog, UserStore
     from hotline.rosterdesk import RosterDesk
 
     if engine is None:
@@ -118,7 +179,9 @@ def _build_services(config: HotlineConfig | None, engine: Engine | None,
     # No on_change hook: the service notices roster writes by itself (its
     # roster cache polls the newest audit entry) and refreshes the AstDB mirror.
     desk = RosterDesk(RosterStore(engine, clock=clock), clock=clock)
-    return Services(desk=desk, tokens=TokenStore(engine, clock=clock), clock=clock)
+    return Services(desk=desk, tokens=TokenStore(engine, clock=clock), clock=clock,
+                    users=UserStore(engine, clock=clock), audit=AuditLog(engine, clock=clock),
+                    engine=engine, config=config)
 
 
 _HTTP_ZH = {
@@ -140,8 +203,26 @@ def _register_error_handlers(app: Flask) -> None:
     def api_error(exc: ApiError):
         return exc.response()
 
+    @app.errorhandler(CSRFError)
+    def csrf_refused(exc: CSRFError):
+        from console.auth import audit
+        audit("csrf_refused", "path", request.path[:64], reason=exc.description[:100])
+        if wants_json():
+            return ApiError(400, "csrf", "CSRF token missing or invalid", "表单已过期，请刷新后重试").response()
+        return _page_error(400, "csrf")
+
+    @app.errorhandler(429)
+    def throttled(exc: HTTPException):
+        from console.auth import too_many_sign_ins
+        if request.endpoint == "auth.sign_in":
+            return too_many_sign_ins(exc)
+        return http_error(exc)
+
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
+        if not wants_json():
+            word = {401: "denied", 403: "denied", 404: "not_found"}.get(exc.code or 0, "bad_request")
+            return _page_error(exc.code or 500, word)
         response = exc.get_response()  # keeps headers such as Allow
         code = (exc.name or "error").lower().replace(" ", "_")
         if exc.code == 413:
@@ -166,5 +247,12 @@ def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
         logger.exception("unhandled error on %s %s", request.method, escape(request.path[:200]))
+        if not wants_json():
+            return _page_error(500, "server_error")
         return ApiError(500, "internal_error", "internal error; the details are in the server log",
                         "服务器内部错误，详情见服务器日志").response()
+
+
+def _page_error(status: int, word: str):
+    from console.i18n import t
+    return render_template("error.html", status=status, message=t(word)), status

@@ -256,7 +256,15 @@ class HospitalPhoneRow(Base):
 
 class CaseRow(Base):
     __tablename__ = "cases"
-    __table_args__ = (Index(None, "started_at"),)
+    # The console's call list filters by one of these and sorts by time.
+    __table_args__ = (
+        Index(None, "started_at"),
+        Index(None, "team", "started_at"),
+        Index(None, "outcome", "started_at"),
+        Index(None, "caller_number", "started_at"),
+        Index(None, "partner_hospital_id", "started_at"),
+        Index(None, "connected_surgeon_id", "started_at"),
+    )
 
     case_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     linkedid: Mapped[str] = mapped_column(String(64), unique=True)
@@ -296,6 +304,8 @@ class MenuEventRow(Base):
 
 class DialAttemptRow(Base):
     __tablename__ = "dial_attempts"
+    # Which cases a surgeon took part in (the console's object-level access).
+    __table_args__ = (Index(None, "surgeon_id", "case_id"),)
 
     case_id: Mapped[str] = mapped_column(
         ForeignKey("cases.case_id", ondelete="CASCADE"), primary_key=True
@@ -343,3 +353,55 @@ class ApiTokenRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class UserRow(Base):
+    """A person who signs in to the console (`db.users`); a surgeon's account names them."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(256))  # werkzeug scrypt
+    role: Mapped[str] = mapped_column(String(32))  # db.users.UserRole
+    surgeon_id: Mapped[int | None] = mapped_column(ForeignKey("surgeons.id"))
+    display_name: Mapped[str] = mapped_column(String(64), default="")
+    lang: Mapped[str] = mapped_column(String(8), default="zh", server_default="zh")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuditRow(Base):
+    """The console's audit log: sign-ins, denied access, recording plays, notes, exports.
+
+    Roster changes keep their own, richer log (`roster_audit`); the audit page
+    shows both.
+    """
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index(None, "at"), Index(None, "action", "at"), Index(None, "subject", "subject_id"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str] = mapped_column(String(128))  # "user:<name>", "api:<token>", "anonymous"
+    action: Mapped[str] = mapped_column(String(48))  # sign_in, sign_in_failed, denied, play_recording ...
+    subject: Mapped[str] = mapped_column(String(32), default="")
+    subject_id: Mapped[str] = mapped_column(String(64), default="")
+    ip: Mapped[str] = mapped_column(String(64), default="")
+    detail: Mapped[str | None] = mapped_column(Text)  # JSON
+
+
+class CaseNoteRow(Base):
+    """A surgeon's note on a case, with the disposition it records (if any)."""
+
+    __tablename__ = "case_notes"
+    __table_args__ = (Index(None, "case_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.case_id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    surgeon_id: Mapped[int | None] = mapped_column(Integer)
+    # consultation / referral_accepted / transfer_arranged / advice_only; None: a plain note
+    disposition: Mapped[str | None] = mapped_column(String(32))
+    text: Mapped[str] = mapped_column(Text, default="")

@@ -11,7 +11,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from hotline import cli_roster, cli_tokens
+from hotline import cli_roster, cli_tokens, cli_users
 from hotline.config import HotlineConfig, load_config
 
 
@@ -346,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_reconcile)
     cli_roster.register(sub)
     cli_tokens.register(sub)
+    cli_users.register(sub)
     p = sub.add_parser("console", help="serve the web console and the JSON API (waitress)",
                        description="Serve /api/v1/roster (bearer tokens: `hotline token create`). "
                                    "Put a TLS proxy in front of it for anything beyond loopback, "
@@ -361,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    missing = cli_roster.check_required(args)
+    missing = cli_roster.check_required(args) or cli_users.check(args)
     if missing:
         parser.error(missing)
     try:

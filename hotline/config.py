@@ -24,6 +24,7 @@ class Ports:
     ami: int = 5038
     agi: int = 4573
     surgeon_phones: int = 5070  # where the surgeons' phone network (trunk peer) listens
+    console: int = 8608  # the web console and JSON API (loopback; a TLS proxy in front)
     rtp_start: int = 10000
     rtp_end: int = 10999
 
@@ -39,6 +40,9 @@ class HotlineConfig:
     agi_host: str = "127.0.0.1"
     ports: Ports = field(default_factory=Ports)
     log_level: str = "INFO"
+    # The console's session cookie is Secure (HTTPS only) unless this is set for
+    # plain-HTTP development on loopback (the demo sets it).
+    console_insecure_cookies: bool = False
 
     @property
     def instance_dir(self) -> Path:
@@ -64,6 +68,14 @@ class HotlineConfig:
         """The password of the test-phone SIP endpoints, generated like the AMI one."""
         return _secret_file(self.instance_dir / "sip.secret")
 
+    def console_secret(self) -> str:
+        """The key that signs the console's session cookies, generated like the AMI one."""
+        return _secret_file(self.instance_dir / "console.secret")
+
+    def console_ami_secret(self) -> str:
+        """The console's own AMI account (read-only: live calls), generated like the AMI one."""
+        return _secret_file(self.instance_dir / "console-ami.secret")
+
 
 def _secret_file(path: Path) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -85,6 +97,7 @@ _ENV_KEYS = {
     "HOTLINE_DEBIAN_MIRROR": "debian_mirror",
     "HOTLINE_MENU_FILE": "menu_file",
     "HOTLINE_LOG_LEVEL": "log_level",
+    "HOTLINE_CONSOLE_INSECURE_COOKIES": "console_insecure_cookies",
 }
 _PORT_ENV_PREFIX = "HOTLINE_PORT_"  # e.g. HOTLINE_PORT_SIP=15060
 
@@ -122,6 +135,11 @@ def load_config(
     port_fields = {f.name for f in dataclasses.fields(Ports)}
     if set(ports) - port_fields:
         raise ValueError(f"unknown ports: {', '.join(sorted(set(ports) - port_fields))}")
+    if isinstance(values.get("console_insecure_cookies"), str):
+        flag = str(values["console_insecure_cookies"]).strip().lower()
+        if flag not in ("1", "0", "true", "false", "yes", "no"):
+            raise ValueError("console_insecure_cookies: use 1/0, true/false or yes/no")
+        values["console_insecure_cookies"] = flag in ("1", "true", "yes")
     for name in ("var_dir", "asterisk_root", "menu_file"):
         if name in values:
             values[name] = Path(str(values[name])).expanduser().resolve()

@@ -87,7 +87,7 @@ def tokens(seeded, clock) -> dict[str, str]:
 
 @pytest.fixture
 def app(seeded, clock, tokens):
-    return create_app(engine=seeded, clock=clock, test_config={"TESTING": True})
+    return create_app(engine=seeded, clock=clock, test_config={"TESTING": True, "SECRET_KEY": "test-only"})
 
 
 @pytest.fixture

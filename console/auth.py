@@ -1,0 +1,153 @@
+"""Signing in to the console, roles, and the audit of sign-ins and denied access.
+
+Sessions are Flask's signed cookies (key: `HotlineConfig.console_secret()`),
+Secure + HttpOnly + SameSite=Lax, 8 hours; `console_insecure_cookies` drops
+Secure for plain-HTTP development on loopback. The session holds only the
+user id and a language; the user is loaded (and a disabled one refused) on
+every request. CSRF: Flask-WTF's CSRFProtect on every form (the bearer-token
+API is exempt: a browser never sends that header by itself). Sign-in is
+rate-limited per address and per username (Flask-Limiter, in memory: one
+console process; several behind a balancer would need a shared store).
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from flask import (Blueprint, abort, current_app, g, redirect, render_template, request, session,
+                   url_for)
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+
+from console.i18n import LANGS, t
+from db.users import User, UserRole
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+bp = Blueprint("auth", __name__)
+limiter = Limiter(key_func=get_remote_address, storage_uri="memory://", default_limits=[],
+                  headers_enabled=False)
+SIGN_IN_LIMIT = "10 per minute"
+SIGN_IN_LIMIT_PER_USER = "5 per 5 minutes"
+ALL_ROLES = tuple(UserRole)
+STAFF = (UserRole.ADMIN, UserRole.SUPERVISOR, UserRole.DEPARTMENT_HEAD)
+
+
+def _hub():
+    from console import services
+    return services()
+
+
+def current_user() -> User | None:
+    return getattr(g, "user", None)
+
+
+def client_ip() -> str:
+    # The console listens on loopback behind a proxy; the proxy's address is
+    # what Flask sees unless ProxyFix is configured (see docs/console.md).
+    return (request.remote_addr or "")[:64]
+
+
+def audit(action: str, subject: str = "", subject_id: str = "", **detail: Any) -> None:
+    user = current_user()
+    _hub().audit.record(user.actor if user else "anonymous", action, subject, subject_id,
+                        ip=client_ip(), detail=detail or None)
+
+
+def load_user() -> None:
+    """before_request: the signed-in user (or None) into `g.user`, the language into `g.lang`."""
+    g.user = None
+    uid = session.get("uid")
+    if isinstance(uid, int):
+        user = _hub().users.get(uid)
+        if user is not None and not user.disabled:
+            g.user = user
+        else:
+            session.clear()
+    g.lang = session.get("lang") or (g.user.lang if g.user else None) or "zh"
+
+
+def signed_in(*roles: UserRole) -> Callable[[F], F]:
+    """The view needs a signed-in user of one of `roles` (default: any role).
+
+    Not signed in: to the sign-in page. Signed in with another role: 403, audited.
+    """
+    allowed = frozenset(roles or ALL_ROLES)
+
+    def decorate(view: F) -> F:
+        @functools.wraps(view)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            user = current_user()
+            if user is None:
+                return redirect(url_for("auth.sign_in", next=request.full_path[:512]))
+            if user.role not in allowed:
+                deny(f"role {user.role.value}")
+            return view(*args, **kwargs)
+        return wrapped  # type: ignore[return-value]
+    return decorate
+
+
+def deny(reason: str = "") -> None:
+    """Refuse with 403 and write who tried what to the audit log."""
+    audit("denied", "path", request.path[:64], method=request.method, reason=reason[:200])
+    abort(403)
+
+
+def _safe_next(target: str | None) -> str:
+    # Only a path on this site: never an absolute URL (an open redirect).
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return url_for("calls.index") if "calls.index" in current_app.view_functions else "/"
+
+
+def _username_key() -> str:
+    return "user:" + (request.form.get("username", "")[:64].lower())
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(SIGN_IN_LIMIT, methods=["POST"])
+@limiter.limit(SIGN_IN_LIMIT_PER_USER, key_func=_username_key, methods=["POST"])
+def sign_in():
+    error = None
+    if request.method == "POST":
+        username = request.form.get("username", "")[:64]
+        user = _hub().users.authenticate(username, request.form.get("password", "")[:300])
+        if user is None:
+            _hub().audit.record("anonymous", "sign_in_failed", "user", username, ip=client_ip())
+            error = t("bad_sign_in")
+        else:
+            lang = session.get("lang")
+            session.clear()  # a new session on sign-in: nothing carried over but the language
+            session.permanent = True
+            session["uid"] = user.id
+            session["lang"] = lang or user.lang
+            g.user = user
+            audit("sign_in", "user", user.username)
+            return redirect(_safe_next(request.args.get("next")))
+    return render_template("login.html", error=error), (401 if error else 200)
+
+
+@bp.post("/logout")
+def sign_out():
+    if current_user() is not None:
+        audit("sign_out", "user", current_user().username)
+    lang = session.get("lang")
+    session.clear()
+    if lang:
+        session["lang"] = lang
+    return redirect(url_for("auth.sign_in"))
+
+
+@bp.get("/lang/<code>")
+def set_lang(code: str):
+    if code not in LANGS:
+        abort(404)
+    session["lang"] = code
+    return redirect(_safe_next(request.args.get("next")))
+
+
+def too_many_sign_ins(_exc: Exception):
+    _hub().audit.record("anonymous", "sign_in_throttled", "user",
+                        request.form.get("username", "")[:64], ip=client_ip())
+    return render_template("login.html", error=t("too_many")), 429

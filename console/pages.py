@@ -1,0 +1,38 @@
+"""The console's pages: each module registers its blueprint and says what the nav shows.
+
+A page module has `register(app, csrf)` and `NAV = [(endpoint, word, roles)]`
+(`roles` empty: every signed-in user). The order here is the nav's order.
+"""
+from __future__ import annotations
+
+import importlib
+
+from flask import Flask, redirect, url_for
+from flask_wtf.csrf import CSRFProtect
+
+from console.auth import current_user
+from db.users import User
+
+PAGE_MODULES = (
+    "console.audit_page",  # the audit log (admins)
+)
+
+
+def register(app: Flask, csrf: CSRFProtect) -> None:
+    nav: list[tuple[str, str, tuple]] = []
+    for name in PAGE_MODULES:
+        module = importlib.import_module(name)
+        module.register(app, csrf)
+        nav.extend(getattr(module, "NAV", ()))
+    app.extensions["hotline_nav"] = nav
+
+    @app.get("/")
+    def home():
+        if current_user() is None:
+            return redirect(url_for("auth.sign_in"))
+        return redirect(url_for("calls.index"))
+
+
+def nav_for(user: User, app: Flask) -> list[tuple[str, str]]:
+    return [(endpoint, word) for endpoint, word, roles in app.extensions.get("hotline_nav", ())
+            if (not roles or user.role in roles) and endpoint in app.view_functions]
