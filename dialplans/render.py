@@ -57,6 +57,7 @@ def render_all(
     agi_host: str,
     ami_secret: str,
     sip_secret: str,
+    console_ami_secret: str,
     surgeon_host: str = "127.0.0.1",
 ) -> dict[str, str]:
     """Return {file name: text} for the instance's Asterisk config dir."""
@@ -68,7 +69,7 @@ def render_all(
         menu=menu, menu_source=menu_source, instance=instance, inst=str(instance_dir),
         module_dir="/usr/lib/x86_64-linux-gnu/asterisk/modules", modules=MODULES,
         prompts=str(prompts_dir), recordings=str(recordings_dir), ports=ports,
-        agi_host=agi_host, ami_secret=ami_secret,
+        agi_host=agi_host, ami_secret=ami_secret, console_ami_secret=console_ami_secret,
         sip_secret=sip_secret, surgeon_host=surgeon_host,
     )
     env = _env()

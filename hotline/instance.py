@@ -45,6 +45,7 @@ def render(config: HotlineConfig) -> Path:
         recordings_dir=config.recordings_dir, ports=config.ports, agi_host=config.agi_host,
         ami_secret=config.ami_secret(),
         sip_secret=config.sip_secret(),
+        console_ami_secret=config.console_ami_secret(),
     )
     etc = config.instance_dir / "etc"
     write_config(files, etc)

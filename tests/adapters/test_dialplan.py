@@ -102,7 +102,7 @@ def render(tmp_path: Path, menu_file: Path) -> Rendered:
         menu=menu, menu_source=str(menu_file), instance="t", instance_dir=dirs["instance"],
         prompts_dir=dirs["prompts"], recordings_dir=dirs["recordings"], ports=PORTS,
         agi_host="127.0.0.1", ami_secret="ami-secret-x",
-        sip_secret="sip-secret-z",
+        sip_secret="sip-secret-z", console_ami_secret="console-secret-y",
     )
     return Rendered(menu, files, dirs)
 
@@ -336,11 +336,13 @@ def test_manager_binds_to_loopback_and_permits_loopback_only(rendered):
     assert general["bindaddr"] == ["127.0.0.1"] and general["port"] == [str(PORTS.ami)]
     assert general.get("webenabled", ["no"]) == ["no"]
     users = [(name, keys) for name, keys in sections if name != "general"]
-    assert {name for name, _ in users} == {"hotline"}  # the harness uses asterisk -rx
+    # The service and the console; the harness uses asterisk -rx.
+    assert [name for name, _ in users] == ["hotline", "console"]
+    secrets = {"hotline": ["ami-secret-x"], "console": ["console-secret-y"]}
     for name, keys in users:
         assert keys["deny"] == ["0.0.0.0/0.0.0.0"], name
         assert keys["permit"] == ["127.0.0.1/255.255.255.255"], name
-        assert keys["secret"][0] == "ami-secret-x"
+        assert keys["secret"] == secrets[name], name
 
 
 def test_the_hotline_ami_user_cannot_run_commands_or_originate(rendered):
@@ -348,6 +350,16 @@ def test_the_hotline_ami_user_cannot_run_commands_or_originate(rendered):
     write = {p.strip() for p in keys["write"][0].split(",")}
     assert not write & {"command", "originate", "all", "config"}, write
     assert keys["secret"] == ["ami-secret-x"]
+
+
+def test_the_console_ami_user_only_reads_calls_and_lists_channels(rendered):
+    keys = dict(_sections(rendered.files["manager.conf"]))["console"]
+    # CoreShowChannels needs "reporting"; nothing that writes (system, call,
+    # originate, command, config, dialplan, agent, user, all) is granted.
+    assert keys["write"] == ["reporting"]
+    assert keys["read"] == ["call"]
+    assert keys["secret"] == ["console-secret-y"]
+    assert set(keys) == {"secret", "deny", "permit", "read", "write", "writetimeout"}
 
 
 def test_asterisk_is_not_told_to_live_dangerously(rendered):
@@ -364,7 +376,8 @@ def test_render_all_refuses_paths_the_dialplan_would_split(tmp_path, bad, which)
     dirs[which] = tmp_path / f"x{bad}y"
     with pytest.raises(ValueError, match="path not usable"):
         render_all(menu=load_menu(MENUS["shipped"]), menu_source="m", instance="t", ports=PORTS,
-                   agi_host="127.0.0.1", ami_secret="a", sip_secret="c", **dirs)
+                   agi_host="127.0.0.1", ami_secret="a", sip_secret="c", console_ami_secret="d",
+                   **dirs)
 
 
 def test_write_config_writes_private_files_in_a_private_dir(tmp_path):
