@@ -14,7 +14,14 @@ from console.auth import current_user
 from db.users import User
 
 PAGE_MODULES = (
+    "console.calls",  # the call list, exports
+    "console.cases",  # case detail, notes, recordings
+    "console.live",  # calls in progress, who is on call now
+    "console.rosters",  # calendars, chains, swaps
+    "console.figures",  # the network's figures
     "console.audit_page",  # the audit log (admins)
+    "console.api_console",  # JSON API for calls and cases; the OpenAPI document
+    "console.api_figures",  # JSON API for the figures
 )
 
 
