@@ -67,9 +67,14 @@ def _user(row: Any) -> User:
 
 
 class UserStore:
-    def __init__(self, engine: Engine, clock: Callable[[], datetime] = _utcnow) -> None:
+    """`hash_method`: werkzeug's name; scrypt by default. Checking reads the method
+    from the stored hash, so a store made with another method still checks all."""
+
+    def __init__(self, engine: Engine, clock: Callable[[], datetime] = _utcnow,
+                 hash_method: str = "scrypt") -> None:
         self._engine = engine
         self._clock = clock
+        self._method = hash_method
 
     def create(self, username: str, password: str, role: UserRole | str, *,
                surgeon_id: int | None = None, display_name: str = "", lang: str = "zh") -> User:
@@ -87,8 +92,8 @@ class UserStore:
                 raise UserError(f"no surgeon {surgeon_id}")
             try:
                 new_id = conn.execute(insert(UserRow).values(
-                    username=username, password_hash=generate_password_hash(password), role=role.value,
-                    surgeon_id=surgeon_id, display_name=display_name[:64], lang=lang,
+                    username=username, password_hash=generate_password_hash(password, self._method),
+                    role=role.value, surgeon_id=surgeon_id, display_name=display_name[:64], lang=lang,
                     created_at=self._clock()).returning(UserRow.id)).scalar_one()
             except IntegrityError:
                 raise UserError(f"username {username!r} is taken") from None
@@ -125,8 +130,10 @@ class UserStore:
     def set_password(self, username: str, password: str) -> None:
         _check_password(password)
         with self._engine.begin() as conn:
-            done = conn.execute(update(UserRow).where(UserRow.username == username).values(
-                password_hash=generate_password_hash(password)).execution_options(preserve_rowcount=True))
+            done = conn.execute(
+                update(UserRow).where(UserRow.username == username)
+                .values(password_hash=generate_password_hash(password, self._method))
+                .execution_options(preserve_rowcount=True))
             if done.rowcount != 1:
                 raise UserError(f"no user {username!r}")
 

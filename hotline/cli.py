@@ -41,6 +41,10 @@ def cmd_up(args, config: HotlineConfig) -> int:
     print(f"Asterisk running (SIP 127.0.0.1:{config.ports.sip}, AMI 127.0.0.1:{config.ports.ami})")
     pid = instance.start_service(config)
     print(f"hotline service running (pid {pid}, FastAGI {config.agi_host}:{config.ports.agi})")
+    from hotline import console_instance
+
+    admin, _ = console_instance.ensure_demo_admin(config)
+    console_instance.start_console(config)
     hl = _self_command()
     print(f"""
 The 96608 hotline is up. Place a call through the real Asterisk:
@@ -53,7 +57,11 @@ Or use any SIP phone: sip:96608@127.0.0.1:{config.ports.sip}, user = your number
 auth user 'caller', password in {config.instance_dir / 'sip.secret'}.
 
   {hl} cases            # the case records
-  {hl} down             # stop Asterisk and the service
+  {hl} roster now       # who is on call, per team
+  {hl} down             # stop Asterisk, the service and the console
+
+The console: http://127.0.0.1:{config.ports.console}/  (user {admin}, password in
+{config.instance_dir / 'console-admin.password'})
 Logs: {config.instance_dir / 'log'}""")
     return 0
 
@@ -61,6 +69,9 @@ Logs: {config.instance_dir / 'log'}""")
 def cmd_down(args, config: HotlineConfig) -> int:
     from hotline import instance
 
+    from hotline import console_instance
+
+    console_instance.stop_console(config)
     service = instance.stop_service(config)
     asterisk = instance.stop_asterisk(config)
     print(f"service {'stopped' if service else 'was not running'}; "
@@ -77,6 +88,10 @@ def cmd_status(args, config: HotlineConfig) -> int:
     print(f"database:  {_redact(config.db_url)}")
     print(f"asterisk:  {'running, pid %d' % ast.pid if ast else 'stopped'}")
     print(f"service:   {'running, pid %d' % pid if pid else 'stopped'}")
+    from hotline import console_instance
+
+    console = console_instance.console_pid(config)
+    print(f"console:   {'running, pid %d, http://127.0.0.1:%d/' % (console, config.ports.console) if console else 'stopped'}")
     if ast:
         print(f"channels:  {instance.channel_count(config)}")
     return 0 if ast and pid else 3
@@ -202,10 +217,11 @@ def cmd_console(args, config: HotlineConfig) -> int:
     logging.basicConfig(level=config.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(config)
-    print(f"console and JSON API on http://{args.host}:{args.port}/api/v1/roster "
+    port = args.port or config.ports.console
+    print(f"console on http://{args.host}:{port}/ and the JSON API under /api/v1 "
           f"(database {_redact(config.db_url)})", flush=True)
     # waitress: a production WSGI server in pure Python, no C build, threads.
-    waitress.serve(app, host=args.host, port=args.port, threads=args.threads, ident="hotline")
+    waitress.serve(app, host=args.host, port=port, threads=args.threads, ident="hotline")
     return 0
 
 
@@ -353,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and keep query strings out of its access log (calendar "
                                    "feed URLs carry a read-only token).")
     p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (loopback only)")
-    p.add_argument("--port", type=int, default=8608)
+    p.add_argument("--port", type=int, help="default: the instance's console port (8608)")
     p.add_argument("--threads", type=int, default=8)
     p.set_defaults(func=cmd_console)
     return parser

@@ -7,8 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # chromium: the browser the console's end-to-end tests drive (Playwright, never a
-# downloaded browser).
-APT_PACKAGES=(debootstrap baresip-core sip-tester espeak-ng sox util-linux postgresql-client chromium)
+# downloaded browser); fonts-noto-cjk so its screenshots show Chinese, not boxes.
+APT_PACKAGES=(debootstrap baresip-core sip-tester espeak-ng sox util-linux postgresql-client chromium
+              fonts-noto-cjk)
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "scripts/setup.sh: run as root (apt-get, debootstrap, chroot)" >&2

@@ -24,10 +24,13 @@ def actions(engine) -> list[str]:
 def test_passwords_are_hashed_and_checked(engine):
     seed_people(engine)
     users = UserStore(engine)
+    users.create("real", PASSWORD, UserRole.SUPERVISOR)  # the production method
     from sqlalchemy import select
     with engine.connect() as conn:
-        hashes = [h for (h,) in conn.execute(select(UserRow.password_hash))]
-    assert all(h.startswith("scrypt:") and PASSWORD not in h for h in hashes)
+        hashes = dict(conn.execute(select(UserRow.username, UserRow.password_hash)).all())
+    assert hashes["real"].startswith("scrypt:")
+    assert all(PASSWORD not in h for h in hashes.values())
+    assert users.authenticate("real", PASSWORD) is not None
     assert users.authenticate("sup", PASSWORD).role is UserRole.SUPERVISOR
     assert users.authenticate("sup", PASSWORD + "x") is None
     assert users.authenticate("nobody", PASSWORD) is None

@@ -40,7 +40,9 @@ _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 def seed_people(engine: Engine) -> None:
     with engine.begin() as conn:
         write_roster(conn, TEAMS, SURGEONS, ())
-    users = UserStore(engine)
+    # A cheap hash for test users only (scrypt costs ~0.1 s a user, every test);
+    # the app checks whatever method a stored hash names.
+    users = UserStore(engine, hash_method="pbkdf2:sha256:1000")
     for name, role, surgeon in USERS:
         users.create(name, PASSWORD, role, surgeon_id=surgeon, display_name=name)
 
