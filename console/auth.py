@@ -2,9 +2,10 @@
 
 Sessions are Flask's signed cookies (key: `HotlineConfig.console_secret()`),
 Secure + HttpOnly + SameSite=Lax, 8 hours; `console_insecure_cookies` drops
-Secure for plain-HTTP development on loopback. The session holds only the
-user id and a language; the user is loaded (and a disabled one refused) on
-every request. CSRF: Flask-WTF's CSRFProtect on every form (the bearer-token
+Secure for plain-HTTP development on loopback. The cookie holds the user id,
+a session id and a language; on every request the session id must name a
+live row in `console_sessions` (signing out revokes it, so a copied cookie
+dies too) and the user must be enabled. CSRF: Flask-WTF's CSRFProtect on every form (the bearer-token
 API is exempt: a browser never sends that header by itself). Sign-in is
 rate-limited per address and per username (Flask-Limiter, in memory: one
 console process; several behind a balancer would need a shared store).
@@ -58,13 +59,20 @@ def audit(action: str, subject: str = "", subject_id: str = "", **detail: Any) -
 def load_user() -> None:
     """before_request: the signed-in user (or None) into `g.user`, the language into `g.lang`."""
     g.user = None
-    uid = session.get("uid")
+    uid, sid = session.get("uid"), session.get("sid")
     if isinstance(uid, int):
-        user = _hub().users.get(uid)
+        users = _hub().users
+        # The cookie is signed, but a copy of it must still die at sign-out:
+        # the session row is what says it is alive.
+        live = users.session_user(sid, current_app.permanent_session_lifetime) == uid
+        user = users.get(uid) if live else None
         if user is not None and not user.disabled:
             g.user = user
         else:
+            lang = session.get("lang")
             session.clear()
+            if lang:
+                session["lang"] = lang
     g.lang = session.get("lang") or (g.user.lang if g.user else None) or "zh"
 
 
@@ -121,6 +129,7 @@ def sign_in():
             session.clear()  # a new session on sign-in: nothing carried over but the language
             session.permanent = True
             session["uid"] = user.id
+            session["sid"] = _hub().users.start_session(user.id, client_ip())
             session["lang"] = lang or user.lang
             g.user = user
             audit("sign_in", "user", user.username)
@@ -132,6 +141,7 @@ def sign_in():
 def sign_out():
     if current_user() is not None:
         audit("sign_out", "user", current_user().username)
+    _hub().users.end_session(session.get("sid"))
     lang = session.get("lang")
     session.clear()
     if lang:

@@ -405,3 +405,19 @@ class CaseNoteRow(Base):
     # consultation / referral_accepted / transfer_arranged / advice_only; None: a plain note
     disposition: Mapped[str | None] = mapped_column(String(32))
     text: Mapped[str] = mapped_column(Text, default="")
+
+
+class ConsoleSessionRow(Base):
+    """A signed-in console session: the cookie names it, signing out revokes it here.
+
+    A signed cookie alone cannot be taken back; this row can, so a copy of the
+    cookie stops working at sign-out (or when the account is disabled).
+    """
+
+    __tablename__ = "console_sessions"
+
+    sid: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 of the cookie's id
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ip: Mapped[str] = mapped_column(String(64), default="")

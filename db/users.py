@@ -7,18 +7,20 @@ checks a hash, so the answer takes as long as for a known one.
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import re
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from db.models import AuditRow, SurgeonRow, UserRow
+from db.models import AuditRow, ConsoleSessionRow, SurgeonRow, UserRow
 
 UTC = timezone.utc
 USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -137,12 +139,43 @@ class UserStore:
             if done.rowcount != 1:
                 raise UserError(f"no user {username!r}")
 
+    def start_session(self, user_id: int, ip: str = "") -> str:
+        """A new session id for the cookie; only its SHA-256 is stored."""
+        sid = secrets.token_urlsafe(32)
+        with self._engine.begin() as conn:
+            conn.execute(insert(ConsoleSessionRow).values(
+                sid=_sid_hash(sid), user_id=user_id, created_at=self._clock(), ip=ip[:64]))
+        return sid
+
+    def session_user(self, sid: str, max_age: timedelta) -> int | None:
+        """The user of a live session: known, not revoked, not older than `max_age`."""
+        if not isinstance(sid, str) or not 20 <= len(sid) <= 100:
+            return None
+        with self._engine.connect() as conn:
+            row = conn.execute(select(ConsoleSessionRow).where(
+                ConsoleSessionRow.sid == _sid_hash(sid))).first()
+        if row is None or row.revoked_at is not None or row.created_at < self._clock() - max_age:
+            return None
+        return row.user_id
+
+    def end_session(self, sid: str) -> None:
+        if not isinstance(sid, str):
+            return
+        with self._engine.begin() as conn:
+            conn.execute(update(ConsoleSessionRow).where(
+                ConsoleSessionRow.sid == _sid_hash(sid), ConsoleSessionRow.revoked_at.is_(None))
+                .values(revoked_at=self._clock()))
+
     def set_disabled(self, username: str, disabled: bool) -> None:
         with self._engine.begin() as conn:
             done = conn.execute(update(UserRow).where(UserRow.username == username).values(
                 disabled_at=self._clock() if disabled else None).execution_options(preserve_rowcount=True))
             if done.rowcount != 1:
                 raise UserError(f"no user {username!r}")
+
+
+def _sid_hash(sid: str) -> str:
+    return hashlib.sha256(sid.encode()).hexdigest()
 
 
 def _check_password(password: str) -> None:

@@ -127,11 +127,15 @@ def test_security_headers_on_every_page(app):
     assert page.headers["Cache-Control"] == "no-store"
 
 
-def test_sign_out_ends_the_session(app, engine):
+def test_sign_out_ends_the_session_even_for_a_copied_cookie(app, engine):
     client = app.test_client()
     sign_in(client, "admin")
+    stolen = client.get_cookie("hotline_session").value
     token = csrf_token(client, "/audit/")
     assert client.post("/logout", data={"csrf_token": token}).status_code == 302
     assert client.get("/audit/").status_code == 302
     assert actions(engine)[-1] == "sign_out"
     assert count(engine, AuditRow) >= 2
+    replay = app.test_client()
+    replay.set_cookie("hotline_session", stolen)
+    assert replay.get("/audit/").status_code == 302  # the copy died with the session
