@@ -30,8 +30,9 @@ interval)` is the interval's microseconds / 1e6, and SQLite's is computed in
 integer microseconds from the stored text.
 
 Notes are read from one day before the range on (`NOTE_SLACK`): a note is
-written after its call started, and without an index on `case_notes.at`
-this keeps the join to the range's notes rather than the whole history's.
+written after its call started, so this keeps the join to the range's notes
+(an index-only scan of `case_notes (at, case_id, disposition)`, migration
+0006) rather than the whole history's.
 
 Local days: Asia/Shanghai has kept UTC+8 without daylight saving since 1991,
 so a case's local day is its UTC time + 8 h on both databases

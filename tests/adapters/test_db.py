@@ -86,7 +86,7 @@ def test_migrate_an_empty_database(db_url):
     try:
         assert TABLES <= set(inspect(engine).get_table_names())
         with engine.connect() as conn:
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0005"
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0006"
             if engine.dialect.name == "sqlite":
                 assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
                 assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
