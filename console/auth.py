@@ -60,7 +60,7 @@ def load_user() -> None:
     """before_request: the signed-in user (or None) into `g.user`, the language into `g.lang`."""
     g.user = None
     uid, sid = session.get("uid"), session.get("sid")
-    if isinstance(uid, int):
+    if isinstance(uid, int) and request.endpoint != "static":  # style sheets need no user
         users = _hub().users
         # The cookie is signed, but a copy of it must still die at sign-out:
         # the session row is what says it is alive.
