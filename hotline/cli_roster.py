@@ -317,6 +317,27 @@ def cmd_rotation(args, desk) -> int:
 
 
 @with_desk
+def cmd_team(args, desk) -> int:
+    head: object = ...
+    if args.head is not None:
+        head = None if args.head.lower() == "none" else _surgeon_id(args.head)
+    approval = None if args.requires_approval is None else args.requires_approval == "yes"
+    desk.set_team_policy(args.team, actor=_actor(), tz=args.tz, requires_approval=approval,
+                         department_head=head)
+    team = desk.snapshot(desk.clock(), desk.clock() + timedelta(seconds=1)).teams[args.team]
+    print(f"{team.code}: zone {team.tz}, swaps need approval: "
+          f"{'yes' if team.requires_approval else 'no'}, department head: "
+          f"{team.department_head if team.department_head is not None else 'whoever is on call as head'}")
+    return 0
+
+
+def _surgeon_id(text: str) -> int:
+    if not text.isdigit() or len(text) > 9:
+        raise ValueError(f"not a surgeon id: {safe_text(text, 20)!r}")
+    return int(text)
+
+
+@with_desk
 def cmd_audit(args, desk) -> int:
     for e in desk.audit(subject=args.subject, limit=args.limit):
         print(f"{e.at.astimezone(ZoneInfo(HOTLINE_TZ)):%Y-%m-%d %H:%M:%S}  {safe_text(e.actor, 40):20} "
@@ -438,6 +459,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layer", type=int, default=0, help="a higher layer wins while it has a slot")
     p.add_argument("--name", default="")
     p.set_defaults(func=cmd_rotation, needs=("team", "members", "start_date"))
+    p = verbs.add_parser("team", help="a team's swap approval, department head and time zone",
+                         description="Show or change a team's policy: whether swaps and give-aways "
+                                     "wait for the department head (科主任), who that is (or none: "
+                                     "whoever is on call as department head), and the zone its "
+                                     "handoffs follow. Audited.")
+    p.add_argument("team")
+    p.add_argument("--requires-approval", choices=("yes", "no"))
+    p.add_argument("--head", help="surgeon id of the department head, or none")
+    p.add_argument("--tz", help="IANA zone, e.g. Asia/Shanghai")
+    p.set_defaults(func=cmd_team)
     p = verbs.add_parser("audit", help="who changed the roster, when (newest first)")
     p.add_argument("--subject", choices=("trade", "override", "leave", "rotation", "shifts", "team"))
     p.add_argument("--limit", type=int, default=50)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from db.roster_store import AuditRecord, ImportResult, RosterStore, StaleChange
 from oncall import roster_ops
@@ -235,6 +236,19 @@ class RosterDesk:
         ended = self.store.end_rotation(rotation_id, until, actor=actor)
         self._changed()
         return ended
+
+    def set_team_policy(self, team: str, *, actor: str, tz: str | None = None,
+                        requires_approval: bool | None = None,
+                        department_head: int | None | type[Ellipsis] = ...) -> None:
+        """Change a team's zone, whether swaps need approval, or its department head."""
+        if tz is not None:
+            try:
+                ZoneInfo(tz)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"not a time zone: {tz!r} (e.g. Asia/Shanghai)") from None
+        self.store.set_team_policy(team, actor=actor, tz=tz, requires_approval=requires_approval,
+                                   department_head=department_head)
+        self._changed()
 
     def _changed(self) -> None:
         if self._on_change is not None:

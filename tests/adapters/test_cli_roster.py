@@ -157,3 +157,16 @@ def test_domain_refusals_are_one_line_not_a_traceback(hotline):
     code, _, err = hotline("roster", "override", "add", "--team", "facial", "--surgeon", "1",
                            "--start", "2026-03-02T08:00", "--end", "2026-03-01T08:00")
     assert code == 2 and "must end after it starts" in err
+
+
+def test_a_teams_policy_is_shown_changed_and_audited(hotline):
+    code, out, _ = hotline("roster", "team", "replant")
+    assert code == 0 and "swaps need approval: no" in out
+    code, out, _ = hotline("roster", "team", "replant", "--requires-approval", "yes", "--head", "9")
+    assert code == 0 and "swaps need approval: yes" in out and "department head: 9" in out
+    code, _, err = hotline("roster", "team", "replant", "--tz", "Mars/Olympus")
+    assert code == 2 and "not a time zone" in err
+    code, _, err = hotline("roster", "team", "replant", "--head", "404")
+    assert code == 1 and "no surgeon 404" in err
+    code, out, _ = hotline("roster", "audit", "--subject", "team")
+    assert "set_team" in out
