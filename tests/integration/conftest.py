@@ -23,9 +23,30 @@ def _require_tools() -> None:
         pytest.skip(reason)
 
 
+def _ports_taken() -> list[str]:
+    """The instance's TCP ports something else already listens on (a leftover run)."""
+    import socket
+
+    taken = []
+    for name in ("sip", "ami", "agi", "surgeon_phones"):
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", PORTS[name]))
+            except OSError:
+                taken.append(f"{name} {PORTS[name]}")
+    return taken
+
+
 @pytest.fixture(scope="session")
 def hotline() -> Iterator[Hotline]:
     _require_tools()
+    taken = _ports_taken()
+    if taken:
+        # Another Asterisk or service on these ports would answer in place of
+        # ours (wrong secrets, wrong database): say so instead of failing oddly.
+        pytest.fail(f"ports already in use: {', '.join(taken)} -- a leftover run? "
+                    "(set HOTLINE_TEST_PORT_BASE to move them)", pytrace=False)
     var_dir = Path(tempfile.mkdtemp(prefix="hl-", dir="/tmp"))
     env = {
         **os.environ,
