@@ -254,6 +254,19 @@ class HospitalPhoneRow(Base):
     number: Mapped[str] = mapped_column(String(32), unique=True)
 
 
+class HospitalContactRow(Base):
+    """A contact doctor of a partner hospital (联系医生)."""
+
+    __tablename__ = "hospital_contacts"
+    __table_args__ = (Index(None, "hospital_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    hospital_id: Mapped[int] = mapped_column(ForeignKey("partner_hospitals.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    title: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    phone: Mapped[str] = mapped_column(String(32), default="", server_default="")
+
+
 class CaseRow(Base):
     __tablename__ = "cases"
     # The console's call list filters by one of these and sorts by time.
@@ -288,6 +301,8 @@ class CaseRow(Base):
     voicemail_path: Mapped[str | None] = mapped_column(String(512))
     voicemail_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # A callback's own case names the case it calls back (no FK: history).
+    linked_case_id: Mapped[str | None] = mapped_column(String(64), index=True)
 
 
 class MenuEventRow(Base):
@@ -324,16 +339,96 @@ class DialAttemptRow(Base):
 
 
 class CallbackRow(Base):
+    """A callback task (回拨任务): one per case that needs one."""
+
     __tablename__ = "callbacks"
+    __table_args__ = (Index(None, "status", "due_at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     case_id: Mapped[str] = mapped_column(
         ForeignKey("cases.case_id", ondelete="CASCADE"), unique=True
     )
-    reason: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(String(32))  # voicemail | abandoned | requested
     due_at: Mapped[datetime] = mapped_column(UTCDateTime)
     status: Mapped[str] = mapped_column(String(16), default="open", server_default="open")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    number: Mapped[str | None] = mapped_column(String(32))  # normalised number to call
+    team: Mapped[str | None] = mapped_column(String(32))
+    owner_surgeon_id: Mapped[int | None] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    placed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    placed_by: Mapped[str | None] = mapped_column(String(128))
+    callback_case_id: Mapped[str | None] = mapped_column(String(64))
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    closed_by: Mapped[str | None] = mapped_column(String(128))
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class ReferralRow(Base):
+    """A case that became a referral (转诊) and the patient's transfer (转运)."""
+
+    __tablename__ = "referrals"
+    __table_args__ = (Index(None, "status", "updated_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    case_id: Mapped[str] = mapped_column(
+        ForeignKey("cases.case_id", ondelete="CASCADE"), unique=True
+    )
+    hospital_id: Mapped[int | None] = mapped_column(ForeignKey("partner_hospitals.id"))
+    status: Mapped[str] = mapped_column(String(16))
+    team: Mapped[str | None] = mapped_column(String(32))
+    surgeon_id: Mapped[int | None] = mapped_column(Integer)  # receiving surgeon; history: no FK
+    patient_age: Mapped[int | None] = mapped_column(Integer)
+    patient_sex: Mapped[str | None] = mapped_column(String(8))
+    injury: Mapped[str] = mapped_column(Text, default="", server_default="")
+    injured_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+
+
+class ReferralEventRow(Base):
+    """One status change of a referral: when, by whom, and a note."""
+
+    __tablename__ = "referral_events"
+    __table_args__ = (Index(None, "referral_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    referral_id: Mapped[int] = mapped_column(ForeignKey("referrals.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(128))
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class IncidentRow(Base):
+    """A stretch of major-incident mode (群死群伤模式), for one team or (team None) all."""
+
+    __tablename__ = "incidents"
+    __table_args__ = (Index(None, "ended_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    team: Mapped[str | None] = mapped_column(String(32))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_by: Mapped[str] = mapped_column(String(128))
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_by: Mapped[str | None] = mapped_column(String(128))
+    note: Mapped[str] = mapped_column(Text, default="", server_default="")
+
+
+class BlockedNumberRow(Base):
+    """A number on the block list; removing it keeps the row (the audit trail)."""
+
+    __tablename__ = "blocked_numbers"
+    __table_args__ = (Index(None, "number", "removed_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    number: Mapped[str] = mapped_column(String(32))  # normalised (routing.callers)
+    reason: Mapped[str] = mapped_column(Text, default="", server_default="")
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    added_by: Mapped[str] = mapped_column(String(128))
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    removed_by: Mapped[str | None] = mapped_column(String(128))
 
 
 class ApiTokenRow(Base):

@@ -60,6 +60,16 @@ class Callback:
     due_at: datetime
     status: str
     created_at: datetime
+    number: str | None = None
+    team: str | None = None
+    owner_surgeon_id: int | None = None
+    attempts: int = 0
+    placed_at: datetime | None = None
+    placed_by: str | None = None
+    callback_case_id: str | None = None
+    closed_at: datetime | None = None
+    closed_by: str | None = None
+    note: str | None = None
 
 
 def _utcnow() -> datetime:

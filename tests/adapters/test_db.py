@@ -51,7 +51,8 @@ BACKUP = ChainStep(102, "李明", "13800000102", "backup", 25)
 TABLES = {"teams", "surgeons", "shifts", "partner_hospitals", "hospital_phones", "cases",
           "case_menu_events", "dial_attempts", "callbacks", "rotations", "trades", "overrides",
           "leave", "roster_audit", "notices", "api_tokens", "users", "audit_log", "case_notes",
-          "console_sessions"}
+          "console_sessions", "hospital_contacts", "referrals", "referral_events", "incidents",
+          "blocked_numbers"}
 
 
 def s(seconds: float) -> datetime:
@@ -86,7 +87,7 @@ def test_migrate_an_empty_database(db_url):
     try:
         assert TABLES <= set(inspect(engine).get_table_names())
         with engine.connect() as conn:
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0006"
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0007"
             if engine.dialect.name == "sqlite":
                 assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
                 assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
