@@ -37,11 +37,18 @@ from oncall.rotation import (EffectiveShift, expand_between, local_instant, on_c
 
 UTC = timezone.utc
 
-NoticeKind = Literal["shift_reminder", "roster_digest", "roster_gap"]
+NoticeKind = Literal["shift_reminder", "roster_digest", "roster_gap", "missed_call",
+                     "callback_due", "referral_status", "major_incident"]
 SHIFT_REMINDER: NoticeKind = "shift_reminder"
 ROSTER_DIGEST: NoticeKind = "roster_digest"
 ROSTER_GAP: NoticeKind = "roster_gap"
-KINDS: frozenset[str] = frozenset({SHIFT_REMINDER, ROSTER_DIGEST, ROSTER_GAP})
+# The network's notices (issue 6), through the same outbox and notifier:
+MISSED_CALL: NoticeKind = "missed_call"  # a call ended with no surgeon accepting
+CALLBACK_DUE: NoticeKind = "callback_due"  # a callback task reached its due time
+REFERRAL_STATUS: NoticeKind = "referral_status"  # a referral changed status
+MAJOR_INCIDENT: NoticeKind = "major_incident"  # major-incident mode switched on or off
+KINDS: frozenset[str] = frozenset({SHIFT_REMINDER, ROSTER_DIGEST, ROSTER_GAP, MISSED_CALL,
+                                   CALLBACK_DUE, REFERRAL_STATUS, MAJOR_INCIDENT})
 
 REMINDER_LEAD = timedelta(minutes=30)  # remind this long before a stint starts
 REMINDER_LOOKBACK = timedelta(minutes=30)  # after a restart, still remind this late
