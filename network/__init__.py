@@ -1,0 +1,1 @@
+"""The network around the hotline: partner hospitals, referrals, callbacks, major incidents."""
