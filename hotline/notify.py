@@ -1,7 +1,9 @@
-"""How a roster notice reaches its recipient: the `Notifier` interface and a logging one.
+"""How a notice reaches its recipient: the `Notifier` interface and a logging one.
 
-The WeChat Work and SMS notifiers come with a later issue; until then the
-service logs each notice (`LogNotifier`), and the duty desk reads the log.
+The real channels -- WeChat Work group robots, SMS through Twilio, and the
+`RoutingNotifier` that picks them per notice -- are in `hotline.notifiers`
+(docs/notifications.md). `LogNotifier` is what a notice falls back to when no
+channel is configured for it: the duty desk reads the log.
 """
 from __future__ import annotations
 
