@@ -19,12 +19,16 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, TYPE_CHECKING, Iterator
 
 import pytest
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"  # Debian's; never a browser Playwright downloads
@@ -137,6 +141,41 @@ def start_console(env: dict[str, str], port: int, log_path: Path,
             console.stop()
             raise AssertionError(f"hotline console never answered on {port}:\n{console.log_tail()}")
         time.sleep(0.3)
+
+
+@contextmanager
+def running_console(hotline_env: dict[str, str], accounts: dict[str, tuple[str, str, int | None]],
+                    log_name: str) -> Iterator[Console]:
+    """A `hotline console` over plain HTTP on a free port, with `accounts`
+    ({key: (username, role, surgeon id)}) created first; stopped on exit."""
+    env = {**hotline_env, "HOTLINE_CONSOLE_INSECURE_COOKIES": "1"}
+    created = {key: create_account(env, name, role, surgeon)
+               for key, (name, role, surgeon) in accounts.items()}
+    running = start_console(env, free_port(), artifacts_dir() / log_name)
+    running.accounts = created
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@contextmanager
+def headless_chromium() -> Iterator["Browser"]:
+    """Debian's chromium under Playwright, closed on exit.
+
+    Use it from a module-scoped fixture, not a session one: while Playwright's
+    sync API is open, its event loop counts as running in the main thread, and
+    `asyncio.run()` in any later test module (the AMI tests) would fail.
+    """
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                              args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
 
 
 # -- which test failed; where the artifacts went ----------------------------------

@@ -19,11 +19,10 @@ from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
-from playwright.sync_api import Browser, Error as PlaywrightError, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Error as PlaywrightError, Page, expect
 
-from browser_support import (CHROMIUM, CHROMIUM_ARGS, Account, Console, artifacts_dir,
-                             create_account, failed, free_port, hotline_cli, register_reports,
-                             screenshot_path, start_console)
+from browser_support import (Account, Console, artifacts_dir, failed, headless_chromium,
+                             hotline_cli, register_reports, running_console, screenshot_path)
 from cases.lifecycle import Case
 from conftest_support import Hotline
 from oncall.model import HOTLINE_TZ
@@ -57,33 +56,17 @@ LIVE_CALLER = "13611190003"  # presses 1 and talks long, while the Live page wat
 @pytest.fixture(scope="session")
 def console(hotline: Hotline) -> Iterator[Console]:
     """`hotline console` on a free port, over plain HTTP on loopback, with its accounts."""
-    env = {**hotline.env, "HOTLINE_CONSOLE_INSECURE_COOKIES": "1"}
-    accounts = {key: create_account(env, name, role, surgeon)
-                for key, (name, role, surgeon) in ACCOUNTS.items()}
-    running = start_console(env, free_port(), artifacts_dir() / "console.log")
-    running.accounts = accounts
-    try:
+    with running_console(hotline.env, ACCOUNTS, "console.log") as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="module")
 def browser(pytestconfig: pytest.Config) -> Iterator[Browser]:
-    """One headless chromium for this module's tests.
-
-    Module-scoped, not session: while Playwright's sync API is open, its event
-    loop counts as running in the main thread, and `asyncio.run()` in any later
-    test module (the AMI tests) would fail.
-    """
+    """One headless chromium for this module's tests (module-scoped: see
+    `headless_chromium`)."""
     register_reports(pytestconfig)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                              args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with headless_chromium() as chromium:
+        yield chromium
 
 
 @pytest.fixture(scope="module")
