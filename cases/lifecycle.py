@@ -24,7 +24,8 @@ from routing.escalation import (
 )
 
 LANGUAGES = frozenset({"zh", "en"})
-MENU_CHOICES = frozenset({"1", "2", "3", "4", "5", "6", "7", "8", "0", "9", "timeout", "invalid", "partner"})
+MENU_CHOICES = frozenset({"1", "2", "3", "4", "5", "6", "7", "8", "0", "9", "timeout", "invalid", "partner",
+                          "blocked"})  # blocked: a caller on the block list (ivr.calls)
 HANGUP_BY = frozenset({"caller", "surgeon", "system"})
 LABEL_MAX = 128
 
@@ -87,6 +88,8 @@ class Case:
     voicemail_path: str | None = None
     voicemail_at: datetime | None = None
     fallback: bool = False  # handled by the static fallback while the service was down
+    # A callback's own case names the case it calls back (network/callbacks.py).
+    linked_case_id: str | None = None
     revision: int = 0
 
     @property
@@ -117,17 +120,22 @@ class TimelineEntry(NamedTuple):
 
 
 def open_case(
-    case_id: str, linkedid: str, caller: Caller, at: datetime, language: str = "zh"
+    case_id: str, linkedid: str, caller: Caller, at: datetime, language: str = "zh",
+    linked_case_id: str | None = None,
 ) -> Case:
-    """A new case for a call that has just arrived."""
+    """A new case for a call that has just arrived (or, with `linked_case_id`, a
+    callback placed for that case)."""
     _check_at(at)
     if not isinstance(case_id, str) or not _ID.fullmatch(case_id):
         raise CaseError("case_id must be 1..64 of [A-Za-z0-9._:-]")
     if not isinstance(linkedid, str) or not _ID.fullmatch(linkedid):
         raise CaseError("linkedid must be 1..64 of [A-Za-z0-9._:-]")
+    if linked_case_id is not None and (not isinstance(linked_case_id, str)
+                                       or not _ID.fullmatch(linked_case_id)):
+        raise CaseError("linked_case_id must be 1..64 of [A-Za-z0-9._:-]")
     _check_language(language)
     return Case(case_id=case_id, linkedid=linkedid, caller=caller, started_at=at,
-                language=language, revision=1)
+                language=language, linked_case_id=linked_case_id, revision=1)
 
 
 def record_menu(case: Case, at: datetime, choice: str, label: str) -> MenuEvent:

@@ -427,6 +427,11 @@ def reconcile_call(
     (None: unknown); a path not in it is not attached. `stored` is not
     modified: the result holds a copy.
     """
+    if stored is not None and stored.linked_case_id is not None:
+        # A callback the service placed (hotline/callbacks.py): its legs are the
+        # surgeon and the caller called back, which the inbound rules above
+        # would misread as a chain. The service writes it whole; leave it.
+        return Reconciled(linkedid, "unchanged", None, note="a callback's own case")
     call = read_call(linkedid, cdrs, events)
     if call is None:
         note = "no CHAN_START of the caller's channel in CEL"

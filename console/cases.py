@@ -273,8 +273,11 @@ def _disposition_word(disposition: str | None) -> str:
 
 
 def _render(case: Case, *, note_error: str | None = None, note_text: str = "",
-            note_disposition: str = "", status: int = 200):
+            note_disposition: str = "", status: int = 200,
+            referral: dict[str, Any] | None = None):
     from console import services
+    from console.callbacks import callback_panel
+    from console.referrals import referral_panel
 
     engine = services().engine
     context: CaseContext = case_context(engine, case.case_id)
@@ -289,6 +292,8 @@ def _render(case: Case, *, note_error: str | None = None, note_text: str = "",
         outcome_word=outcome_word, class_word=class_word, team_word=team_word,
         role_word=_role_word, attempt_word=_attempt_word, hangup_word=_hangup_word,
         disposition_word=_disposition_word,
+        ref=referral_panel(case, user, **(referral or {})),
+        cbp=callback_panel(case),
     ), status
 
 

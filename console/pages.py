@@ -19,9 +19,16 @@ PAGE_MODULES = (
     "console.live",  # calls in progress, who is on call now
     "console.rosters",  # calendars, chains, swaps
     "console.figures",  # the network's figures
+    "console.hospitals",  # partner hospitals (合作医院) and the block list (黑名单)
+    "console.referrals",  # referrals and transfers (转诊/转运)
+    "console.callbacks",  # callback tasks (回拨任务)
+    "console.incidents",  # major-incident mode (重大突发事件) and its banner on every page
     "console.audit_page",  # the audit log (admins)
     "console.api_console",  # JSON API for calls and cases; the OpenAPI document
     "console.api_figures",  # JSON API for the figures
+    "console.api_callbacks",  # JSON API for callback tasks
+    "console.api_referrals",  # JSON API for referrals
+    "console.api_incidents",  # JSON API for major-incident mode
 )
 
 

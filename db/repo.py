@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -30,6 +29,7 @@ from db.models import (
 )
 from db.roster_rows import load_roster
 from oncall.model import Rank, Role, Roster, Shift, Surgeon, Team
+from network.callbacks import CallbackTask
 from routing.callers import RAW_SAFE_MAX, Caller, CallerClass, normalise_number
 from routing.escalation import AttemptOutcome
 
@@ -48,28 +48,6 @@ _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 class CaseConflict(Exception):
     """The case's linkedid belongs to another case_id, or the other way round."""
-
-
-@dataclass(frozen=True)
-class Callback:
-    """A task to call someone back (回拨任务)."""
-
-    id: int
-    case_id: str
-    reason: str
-    due_at: datetime
-    status: str
-    created_at: datetime
-    number: str | None = None
-    team: str | None = None
-    owner_surgeon_id: int | None = None
-    attempts: int = 0
-    placed_at: datetime | None = None
-    placed_by: str | None = None
-    callback_case_id: str | None = None
-    closed_at: datetime | None = None
-    closed_by: str | None = None
-    note: str | None = None
 
 
 def _utcnow() -> datetime:
@@ -167,14 +145,10 @@ class CaseRepository:
                 return False
             upsert(conn, MENU_EVENTS, _menu_rows(case), ["case_id", "seq"])
             upsert(conn, DIAL_ATTEMPTS, _attempt_rows(case), ["case_id", "seq"])
-            if case.voicemail_path:
-                upsert(conn, CALLBACKS, [{
-                    "case_id": case.case_id,
-                    "reason": "voicemail",
-                    "due_at": case.voicemail_at or case.ended_at or now,
-                    "status": "open",
-                    "created_at": now,
-                }], ["case_id"], update=[])
+            # A voicemail, an abandoned call or "call me back" opens its callback
+            # task here, in the case's own transaction: exactly once per case.
+            from db.callbacks import create_for_case
+            create_for_case(conn, case, now)
             return True
 
     def get(self, case_id: str) -> Case | None:
@@ -191,13 +165,16 @@ class CaseRepository:
         with self._engine.connect() as conn:
             return _load_cases(conn, conn.execute(query).mappings().all())
 
-    def callbacks(self, status: str | None = "open") -> list[Callback]:
-        """Callback tasks, oldest due first; `status=None` for all."""
+    def callbacks(self, status: str | None = "open") -> list[CallbackTask]:
+        """Callback tasks, oldest due first; `status=None` for all (`db.callbacks`
+        has the full store; this is the case record's view of them)."""
+        from db.callbacks import _task  # db.callbacks imports this module
+
         query = select(CALLBACKS).order_by(CALLBACKS.c.due_at, CALLBACKS.c.id)
         if status is not None:
             query = query.where(CALLBACKS.c.status == status)
         with self._engine.connect() as conn:
-            return [Callback(**row) for row in conn.execute(query).mappings()]
+            return [_task(row) for row in conn.execute(query).mappings()]
 
     def _case_id_of(self, linkedid: str) -> str | None:
         with self._engine.connect() as conn:
@@ -233,10 +210,17 @@ class RosterRepository:
         with self._engine.connect() as conn:
             return load_roster(conn, start, end)
 
-    def version(self) -> int:
-        """The newest roster audit entry's id: it moves on every roster write."""
+    def version(self) -> tuple[int, ...]:
+        """What routing reads moved: (newest roster audit id, newest hospital or
+        block-list audit id). Every roster, directory and block-list write leaves
+        such a row, so a number registered while the service runs is picked up at
+        the next probe. One query, two index lookups (see
+        `db.hospitals.audit_version_column`)."""
+        from db.hospitals import audit_version_column  # db.hospitals imports db.figures
+
+        roster = select(func.coalesce(func.max(RosterAuditRow.id), 0)).scalar_subquery()
         with self._engine.connect() as conn:
-            return conn.execute(select(func.max(RosterAuditRow.id))).scalar() or 0
+            return tuple(conn.execute(select(roster, audit_version_column())).one())
 
     def partner_numbers(self) -> dict[str, int]:
         """Registered partner-hospital numbers, normalised as `classify` expects."""
@@ -299,6 +283,7 @@ def _case_row(case: Case, now: datetime) -> dict[str, Any]:
         "recording_s": case.recording_s,
         "voicemail_path": case.voicemail_path,
         "voicemail_at": case.voicemail_at,
+        "linked_case_id": case.linked_case_id,
         "updated_at": now,
     }
 
@@ -370,6 +355,7 @@ def _load_cases(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[Cas
             voicemail_path=row["voicemail_path"],
             voicemail_at=row["voicemail_at"],
             fallback=row["outcome"] == "fallback",
+            linked_case_id=row["linked_case_id"],
             revision=row["revision"],
         )
         for row in rows

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, delete, insert
 
-from db.models import HospitalPhoneRow, PartnerHospitalRow
+from db.models import HospitalContactRow, HospitalPhoneRow, PartnerHospitalRow
 from db.repo import upsert, write_roster
 from oncall.lookup import on_call
 from oncall.model import HOTLINE_TZ, Rank, Role, Roster, Shift, Surgeon, Team
@@ -30,6 +30,7 @@ class PartnerHospital:
     level: str
     city: str
     numbers: tuple[str, ...]  # registered caller numbers, national form
+    contacts: tuple[tuple[str, str, str], ...] = ()  # contact doctors: (name, title, phone)
 
 
 DEMO_TEAMS: tuple[Team, ...] = (
@@ -71,11 +72,17 @@ DEMO_TEAM_SURGEONS: dict[str, tuple[int, ...]] = {
 DEMO_PARTNER_NUMBER = "043188888888"
 DEMO_PARTNER_HOSPITAL_ID = 1
 DEMO_HOSPITALS: tuple[PartnerHospital, ...] = (
-    PartnerHospital(1, "长春市中心医院", "三级甲等", "长春市", (DEMO_PARTNER_NUMBER, "043188888801")),
-    PartnerHospital(2, "吉林市中心医院", "三级甲等", "吉林市", ("043288888802",)),
-    PartnerHospital(3, "延边大学附属医院", "三级甲等", "延吉市", ("043388888803",)),
-    PartnerHospital(4, "四平市中心人民医院", "三级甲等", "四平市", ("043488888804",)),
-    PartnerHospital(5, "通化市人民医院", "二级甲等", "通化市", ("043588888805",)),
+    # Contact doctors are fictitious people with fictitious numbers (13910000xxx).
+    PartnerHospital(1, "长春市中心医院", "三级甲等", "长春市", (DEMO_PARTNER_NUMBER, "043188888801"), (
+        ("王立军", "急诊科主任", "13910000101"), ("刘芳", "手外科副主任医师", "13910000102"))),
+    PartnerHospital(2, "吉林市中心医院", "三级甲等", "吉林市", ("043288888802",), (
+        ("孙红", "急诊科主任", "13910000201"), ("赵海洋", "骨科主治医师", "13910000202"))),
+    PartnerHospital(3, "延边大学附属医院", "三级甲等", "延吉市", ("043388888803",), (
+        ("金哲", "烧伤整形科主任", "13910000301"),)),
+    PartnerHospital(4, "四平市中心人民医院", "三级甲等", "四平市", ("043488888804",), (
+        ("周伟", "急诊科副主任", "13910000401"), ("郑丽", "总值班", "13910000402"))),
+    PartnerHospital(5, "通化市人民医院", "二级甲等", "通化市", ("043588888805",), (
+        ("高明", "外科主任", "13910000501"),)),
 )
 
 
@@ -140,6 +147,14 @@ def seed_partners(engine: Engine, hospitals: Iterable[PartnerHospital]) -> None:
         upsert(conn, HospitalPhoneRow.__table__, [  # type: ignore[arg-type]
             {"hospital_id": h.id, "number": number} for h in hospitals for number in h.numbers
         ], ["number"])
+        # Contacts have no natural key: a hospital seeded with contacts gets exactly these.
+        with_contacts = [h for h in hospitals if h.contacts]
+        if with_contacts:
+            conn.execute(delete(HospitalContactRow).where(
+                HospitalContactRow.hospital_id.in_([h.id for h in with_contacts])))
+            conn.execute(insert(HospitalContactRow), [
+                {"hospital_id": h.id, "name": name, "title": title, "phone": phone}
+                for h in with_contacts for name, title, phone in h.contacts])
 
 
 def seed_demo(engine: Engine, now: datetime) -> None:

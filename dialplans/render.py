@@ -7,6 +7,7 @@ from pathlib import Path
 import jinja2
 
 from ivr.menu import Menu
+from routing.queue import QUEUE_SETTINGS
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -25,13 +26,15 @@ MODULES = (
     "bridge_simple", "bridge_native_rtp", "bridge_builtin_features", "bridge_holding",
     # CDR and CEL into SQLite files, for reconciliation (hotline/reconcile.py).
     "res_cdrel_custom", "cdr_sqlite3_custom", "cel_sqlite3_custom",
+    # Major-incident mode: one ring-all queue per team (queues.conf).
+    "app_queue",
 )
 
 CONFIG_FILES = (
     "asterisk.conf", "modules.conf", "logger.conf", "rtp.conf", "musiconhold.conf",
     "manager.conf", "pjsip.conf", "extensions.conf", "indications.conf", "cdr.conf",
     "cel.conf", "features.conf", "acl.conf", "udptl.conf", "ccss.conf", "pjproject.conf",
-    "cdr_sqlite3_custom.conf", "cel_sqlite3_custom.conf",
+    "cdr_sqlite3_custom.conf", "cel_sqlite3_custom.conf", "queues.conf",
 )
 
 
@@ -71,6 +74,7 @@ def render_all(
         prompts=str(prompts_dir), recordings=str(recordings_dir), ports=ports,
         agi_host=agi_host, ami_secret=ami_secret, console_ami_secret=console_ami_secret,
         sip_secret=sip_secret, surgeon_host=surgeon_host,
+        queue=QUEUE_SETTINGS, queue_teams=menu.teams,
     )
     env = _env()
     return {name: env.get_template(name + ".j2").render(**context) for name in CONFIG_FILES}

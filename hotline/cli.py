@@ -11,8 +11,9 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from hotline import cli_roster, cli_tokens, cli_users
+from hotline import cli_callbacks, cli_incident, cli_network, cli_roster, cli_tokens, cli_users
 from hotline.config import HotlineConfig, load_config
+from hotline.notifiers import cli as cli_notify
 
 
 def _config(args: argparse.Namespace) -> HotlineConfig:
@@ -363,6 +364,10 @@ def build_parser() -> argparse.ArgumentParser:
     cli_roster.register(sub)
     cli_tokens.register(sub)
     cli_users.register(sub)
+    cli_network.register(sub)
+    cli_incident.register(sub)
+    cli_notify.register(sub)
+    cli_callbacks.register(sub)
     p = sub.add_parser("console", help="serve the web console and the JSON API (waitress)",
                        description="Serve /api/v1/roster (bearer tokens: `hotline token create`). "
                                    "Put a TLS proxy in front of it for anything beyond loopback, "

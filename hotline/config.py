@@ -43,6 +43,15 @@ class HotlineConfig:
     # The console's session cookie is Secure (HTTPS only) unless this is set for
     # plain-HTTP development on loopback (the demo sets it).
     console_insecure_cookies: bool = False
+    # Notifications (docs/notifications.md). Secrets -- WeChat robot keys, the
+    # Twilio auth token -- come from HOTLINE_* environment variables or files
+    # in instance_dir, never from a config file (load_config refuses them).
+    wechat_webhook_base: str = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send"
+    wechat_keys: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # (target, key)
+    twilio_account_sid: str = ""
+    twilio_from: str = ""  # the SMS sender, E.164 (+86...)
+    twilio_base_url: str = ""  # empty: Twilio's own (https://api.twilio.com)
+    twilio_auth_token: str = field(default="", repr=False)
 
     @property
     def instance_dir(self) -> Path:
@@ -76,6 +85,29 @@ class HotlineConfig:
         """The console's own AMI account (read-only: live calls), generated like the AMI one."""
         return _secret_file(self.instance_dir / "console-ami.secret")
 
+    def wechat_key(self, target: str) -> str | None:
+        """The WeChat Work robot key of `target` ("desk" or a team code), or None.
+
+        From $HOTLINE_WECHAT_KEY_<TARGET> (upper case, '.' and '-' as '_'),
+        else the file instance_dir/wechat-<target>.key; never generated.
+        """
+        env_name = target.lower().replace(".", "_").replace("-", "_")
+        for name, key in self.wechat_keys:
+            if name == env_name:
+                return key
+        return _optional_secret(self.instance_dir / f"wechat-{target}.key")
+
+    def twilio_token(self) -> str | None:
+        """The Twilio auth token: $HOTLINE_TWILIO_AUTH_TOKEN, else instance_dir/twilio.token."""
+        return self.twilio_auth_token or _optional_secret(self.instance_dir / "twilio.token")
+
+
+def _optional_secret(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
 
 def _secret_file(path: Path) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -98,8 +130,15 @@ _ENV_KEYS = {
     "HOTLINE_MENU_FILE": "menu_file",
     "HOTLINE_LOG_LEVEL": "log_level",
     "HOTLINE_CONSOLE_INSECURE_COOKIES": "console_insecure_cookies",
+    "HOTLINE_WECHAT_WEBHOOK_BASE": "wechat_webhook_base",
+    "HOTLINE_TWILIO_ACCOUNT_SID": "twilio_account_sid",
+    "HOTLINE_TWILIO_FROM": "twilio_from",
+    "HOTLINE_TWILIO_BASE_URL": "twilio_base_url",
+    "HOTLINE_TWILIO_AUTH_TOKEN": "twilio_auth_token",
 }
 _PORT_ENV_PREFIX = "HOTLINE_PORT_"  # e.g. HOTLINE_PORT_SIP=15060
+_WECHAT_KEY_PREFIX = "HOTLINE_WECHAT_KEY_"  # e.g. HOTLINE_WECHAT_KEY_DESK, ..._FACIAL
+_SECRET_KEYS = frozenset({"wechat_keys", "twilio_auth_token"})  # env or files only
 
 
 def load_config(
@@ -119,6 +158,9 @@ def load_config(
     if path is not None:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         ports.update({k: int(v) for k, v in data.pop("ports", {}).items()})
+        if _SECRET_KEYS & set(data):
+            raise ValueError(f"{', '.join(sorted(_SECRET_KEYS & set(data)))}: secrets are read "
+                             "from HOTLINE_* environment variables or files, not the config file")
         values.update(data)
     for key, name in _ENV_KEYS.items():
         if env.get(key):
@@ -126,6 +168,11 @@ def load_config(
     for key, raw in env.items():
         if key.startswith(_PORT_ENV_PREFIX):
             ports[key[len(_PORT_ENV_PREFIX):].lower()] = int(raw)
+    wechat_keys = sorted((key[len(_WECHAT_KEY_PREFIX):].lower(), raw.strip())
+                         for key, raw in env.items()
+                         if key.startswith(_WECHAT_KEY_PREFIX) and raw.strip())
+    if wechat_keys:
+        values["wechat_keys"] = tuple(wechat_keys)
     ports.update(overrides.pop("ports", {}) or {})  # type: ignore[arg-type]
     values.update(overrides)
     known = {f.name for f in dataclasses.fields(HotlineConfig)}

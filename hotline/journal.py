@@ -123,6 +123,7 @@ def case_to_json(case: Case) -> dict[str, Any]:
         "voicemail_path": case.voicemail_path,
         "voicemail_at": _dt_out(case.voicemail_at),
         "fallback": case.fallback,
+        "linked_case_id": case.linked_case_id,
         "revision": case.revision,
     }
 
@@ -181,6 +182,8 @@ def case_from_json(data: Any) -> Case:
             voicemail_path=_opt(c["voicemail_path"], str),
             voicemail_at=_opt_dt(c["voicemail_at"]),
             fallback=_req(c["fallback"], bool),
+            # Absent in journals written before callbacks linked cases.
+            linked_case_id=_opt(c.get("linked_case_id"), str),
             revision=_req(c["revision"], int),
         )
     except JournalFormatError:

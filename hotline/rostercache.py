@@ -4,8 +4,10 @@ Routing reads only this snapshot, so a slow or restarting database never
 delays a caller; while the database is away the last snapshot keeps serving.
 
 A full reload runs every `refresh_s`; in between, a cheap `version()` probe
-every `poll_s` (the newest roster audit entry: every roster write leaves one)
-reloads as soon as a swap, cover or import lands, from whichever process.
+every `poll_s` (the newest roster audit entry and the newest hospital or
+block-list audit entry: every such write leaves one) reloads as soon as a
+swap, cover, roster import or newly registered hospital number lands, from
+whichever process.
 """
 from __future__ import annotations
 
@@ -59,6 +61,10 @@ class RosterCache:
                            type(exc).__name__, self.loaded_at)
             return False
         self._roster, self._partners, self.loaded_at = roster, partners, now
+        if version != self._seen_version:
+            # One line per change that routing now follows (not per timed reload).
+            logger.info("routing snapshot reloaded: version %s, %d partner numbers",
+                        version, len(partners))
         self._seen_version = version
         if self._on_refresh is not None:
             try:

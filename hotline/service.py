@@ -15,14 +15,21 @@ from typing import Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from db.callbacks import CallbackStore
+from db.blocklist import BlockList
+from db.incidents import IncidentStore
 from db.notices import NoticeRepository
+from db.notification_sources import NotificationSources
 from db.repo import CaseRepository, RosterRepository
 from db.session import make_engine
+from hotline.callbacks import CallbackPlacer, callback_routes
 from hotline.casewriter import CaseWriter
 from hotline.config import HotlineConfig
+from hotline.incidents import NetworkCache, QueueKeeper
 from hotline.jobs import add_reconcile_job
 from hotline.journal import Journal
-from hotline.notify import LogNotifier
+from hotline.networkjobs import add_network_jobs
+from hotline.notifiers.channels import build_notifier
 from hotline.reconcile import build_reconciler
 from hotline.rostercache import RosterCache
 from hotline.rosterjobs import HandoffPusher, add_roster_jobs, handoff_pusher
@@ -74,17 +81,32 @@ class HotlineService:
         # database outage loses nothing, and the next start writes the rest.
         self.writer = CaseWriter(self.cases, config.recordings_dir,
                                  journal=Journal(config.instance_dir / "journal"))
-        self.desk = CallDesk(self.menu, self.roster_cache, self.writer)
+        # Major incidents in force and the block list, polled about every second.
+        incidents, blocks = IncidentStore(self.engine, clock), BlockList(self.engine, clock)
+        self.network = NetworkCache(incidents.active, incidents.version, blocks.active,
+                                    blocks.version, clock, on_refresh=self._network_changed)
+        self.desk = CallDesk(self.menu, self.roster_cache, self.writer, network=self.network)
+        # Callback tasks the console asked to place: one Originate each (hotline/callbacks.py).
+        self.callbacks = CallbackPlacer(CallbackStore(self.engine, clock), None, self.writer, clock,
+                                        hotline_number=self.menu.number,
+                                        partner_numbers=self.roster_cache.partner_numbers)
+        routes = build_routes(self.desk, clock, config.recordings_dir)
+        for name, handler in callback_routes(self.callbacks, clock):
+            routes.add(name, handler)
         self.agi = FastAgiServer(
-            build_routes(self.desk, clock, config.recordings_dir),
+            routes,
             host=config.agi_host, port=config.ports.agi,
             # Asterisk caps caller-ID fields well below this; a longer line is
             # refused, and the dialplan's fallback still serves the caller.
             max_line_bytes=4096,
         )
         self.ami = AmiClient("127.0.0.1", config.ports.ami, AMI_USER, config.ami_secret())
+        self.callbacks.use_ami(self.ami)
         self.mirror = AstdbMirror(ami_db_put(self.ami.send), self.roster_cache.roster,
                                   (*self.menu.teams, "nurse"), clock)
+        # Major-incident queues: members = the team's on-call surgeons while it is on.
+        self.queues = QueueKeeper(self.ami.send, self.ami.send_list, self.roster_cache.roster,
+                                  self.network, self.menu.teams, clock)
         self._pending_hangups: dict[str, asyncio.TimerHandle] = {}
         # One scheduler per service; reconciliation fills in from CDR/CEL what
         # the service missed (it was down, or AMI was away).
@@ -93,9 +115,15 @@ class HotlineService:
         # Roster notices (shift reminders, the department heads' digest, gap
         # alerts) and a chain push at the exact instant of every handoff.
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Notices go out by SMS and WeChat Work groups as configured (else to the
+        # log); missed calls and due callbacks join the roster's in the outbox.
+        outbox = NoticeRepository(self.engine, clock)
+        self.notifier = build_notifier(config, self.menu.teams, outbox, clock=clock)
+        add_network_jobs(self.scheduler, source=NotificationSources(self.engine),
+                         roster=self._roster_ahead, outbox=outbox, clock=clock)
         self._handoffs = handoff_pusher(add_roster_jobs(
-            self.scheduler, roster=self._roster_ahead, outbox=NoticeRepository(self.engine, clock),
-            notifier=LogNotifier(), push_chains=self._push_chains_now,
+            self.scheduler, roster=self._roster_ahead, outbox=outbox,
+            notifier=self.notifier, push_chains=self._push_chains_now,
             teams=self.mirror.teams, clock=clock))
 
     def _roster_ahead(self) -> Roster:
@@ -113,7 +141,15 @@ class HotlineService:
             raise RuntimeError("the service loop is not running yet")
         return asyncio.run_coroutine_threadsafe(self.mirror.push_chains(), self._loop).result(10)
 
+    def _network_changed(self) -> None:
+        # An incident switched on or off (or a roster change landed): fix the
+        # major-incident queues' members now, not at the next round.
+        queues = getattr(self, "queues", None)
+        if queues is not None:
+            queues.poke()
+
     def _roster_changed(self) -> None:
+        self._network_changed()
         # A new override or swap may bring the next handoff closer.
         if self._handoffs is not None and self.scheduler.running:
             self._handoffs.reschedule()
@@ -121,13 +157,16 @@ class HotlineService:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.roster_cache.start()
+        self.network.start()
         self.writer.start()
         self.scheduler.start()
         await self.agi.start()
         self.ami.add_listener(self._on_event)
         self.ami.on_reconnect(self.mirror.forget)
+        self.ami.on_reconnect(self.queues.forget)
         self.ami.on_reconnect(self.resync)
         self._ami_task = asyncio.create_task(self._connect_ami(), name="ami-connect")
+        self.callbacks.start()
         logger.info("hotline service ready: FastAGI %s:%d", self.config.agi_host, self.agi.port)
         # `hotline up` waits for this file rather than probing the AGI port.
         self.ready_file.write_text(f"{os.getpid()}\n")
@@ -154,6 +193,7 @@ class HotlineService:
             try:
                 await self.ami.connect()
                 self.mirror.start()
+                self.queues.start()
                 return
             except (AmiError, OSError) as exc:
                 # Meanwhile there is no heartbeat, so the dialplan routes from the
@@ -168,6 +208,8 @@ class HotlineService:
         for handle in self._pending_hangups.values():
             handle.cancel()
         await self.mirror.stop()
+        await self.queues.stop()
+        await self.callbacks.stop()
         try:
             # Tell the dialplan at once not to ask any more (rather than after
             # the heartbeat goes stale).
@@ -180,6 +222,7 @@ class HotlineService:
         await self.ami.close()
         self.scheduler.shutdown(wait=False)
         self.roster_cache.stop()
+        self.network.stop()
         await asyncio.to_thread(self.writer.stop, 5.0)  # flushes, or leaves the rest journalled
         self.engine.dispose()
 

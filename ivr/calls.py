@@ -12,15 +12,19 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Mapping, Protocol
+from typing import Callable, Mapping, Protocol, Sequence
 from zoneinfo import ZoneInfo
 
 from cases import lifecycle
 from cases.lifecycle import Case, CaseError
 from ivr.menu import Menu
+from network.callbacks import REQUESTED_LABEL
+from network.incidents import Incident, teams_in_incident
 from oncall.model import HOTLINE_TZ, Roster
 from routing.busy import prefer_free
 from routing.callers import CallerClass, classify, safe_text
+from routing.queue import (MEMBER_CONTEXT, member_interface, queue_members, queue_name,
+                           queue_priority)
 from routing.escalation import (
     AttemptOutcome,
     ChainStep,
@@ -37,7 +41,12 @@ logger = logging.getLogger(__name__)
 NURSE_TEAM = "nurse"
 REFERRAL_TEAM = "referral"
 MENU_EVENTS = {"timeout": "timeout", "invalid": "invalid", "english": "9"}
+CALLBACK_EVENT = "callback"  # the caller chose "call me back" (menu.callback_key)
 PARTNER_LABEL = "partner hospital fast lane"
+BLOCKED = "blocked"  # the menu choice recorded for a caller on the block list
+BLOCKED_LABEL = "blocked caller: goodbye, nobody rung"
+QUEUE_EXITS = frozenset({"TIMEOUT", "FULL", "JOINEMPTY", "LEAVEEMPTY", "JOINUNAVAIL",
+                         "LEAVEUNAVAIL", "CONTINUE", ""})
 ROUTE_KEYS = frozenset("0123456789") | {"partner", "retries"}
 
 
@@ -52,6 +61,14 @@ class RosterSource(Protocol):
     def partner_numbers(self) -> Mapping[str, int]: ...
 
 
+class NetworkSource(Protocol):
+    """Major incidents in force and the block list, as last loaded (hotline/incidents.py)."""
+
+    def incidents(self) -> Sequence[Incident]: ...
+
+    def blocked_numbers(self) -> frozenset[str]: ...
+
+
 class UnknownCall(LookupError):
     """A request names a call the desk does not hold (service restarted, or forged)."""
 
@@ -60,12 +77,13 @@ class UnknownCall(LookupError):
 class Instruction:
     """What the dialplan does next: ring a phone, take a voicemail, or stop."""
 
-    action: str  # "dial" | "voicemail" | "stop"
-    target: str = ""
+    action: str  # "dial" | "queue" | "voicemail" | "stop"
+    target: str = ""  # "dial": the phone; "queue": the app_queue queue (hotline-<team>)
     ring_s: int = 0
     attempt: int = 0
     whisper: str = ""
     partner: str = ""
+    priority: int = 0  # "queue": the caller's QUEUE_PRIO (routing.queue)
 
 
 @dataclass(frozen=True)
@@ -88,6 +106,10 @@ class LiveCall:
     case: Case
     channel: str
     chain: EscalationChain | None = None
+    incident: bool = False  # major-incident mode was on for some team when the call came
+    blocked: bool = False  # the caller's number is on the block list: goodbye, no ringing
+    queue: str | None = None  # major-incident mode: the app_queue queue the caller waits in
+    queued: bool = False  # in that queue now (until queue_left)
 
 
 def new_case_id(at: datetime) -> str:
@@ -125,11 +147,13 @@ def attempt_result(dial_status: str, accepted: str, answered_s: int | None,
 
 class CallDesk:
     def __init__(self, menu: Menu, roster_source: RosterSource, sink: CaseSink,
-                 new_id: Callable[[datetime], str] = new_case_id):
+                 new_id: Callable[[datetime], str] = new_case_id,
+                 network: NetworkSource | None = None):
         self.menu = menu
         self.roster_source = roster_source
         self.sink = sink
         self.new_id = new_id
+        self.network = network  # None: no major incidents, nobody blocked
         self.calls: dict[str, LiveCall] = {}
         self.nurse = ChainStep(
             surgeon_id=None, name="值班护士 duty nurse", phone=menu.duty_nurse_number,
@@ -147,10 +171,18 @@ class CallDesk:
         caller = classify(caller_id, self.roster_source.partner_numbers())
         case = lifecycle.open_case(self.new_id(at), linkedid, caller, at,
                                    language=self.menu.default_language)
-        if caller.caller_class is CallerClass.PARTNER:
+        # Belt and braces: the block list refuses a partner's number, and a
+        # partner's number is never blocked here either.
+        blocked = (caller.caller_class is not CallerClass.PARTNER and caller.number is not None
+                   and self.network is not None and caller.number in self.network.blocked_numbers())
+        if blocked:
+            # Recorded as the call's only "menu choice": a wrong block can be audited.
+            lifecycle.record_menu(case, at, BLOCKED, BLOCKED_LABEL)
+        elif caller.caller_class is CallerClass.PARTNER:
             # The fast lane is the partner's "menu choice", made as the call arrives.
             lifecycle.record_menu(case, at, "partner", PARTNER_LABEL)
-        live = LiveCall(case=case, channel=channel)
+        live = LiveCall(case=case, channel=channel, blocked=blocked,
+                        incident=bool(self.incident_teams(at)))
         self.calls[linkedid] = live
         self.sink.submit(case)
         logger.info("call started case=%s class=%s caller=%s", case.case_id,
@@ -163,6 +195,10 @@ class CallDesk:
         live = self._live(linkedid)
         if event in self.menu_keys:
             choice, label = event, self.menu_keys[event]
+        elif event == CALLBACK_EVENT and self.menu.callback_key:
+            # "call me back": the case ends here and a callback task opens
+            # when it is saved (network/callbacks.py reads this label).
+            choice, label = self.menu.callback_key, REQUESTED_LABEL
         elif event in MENU_EVENTS:
             choice, label = MENU_EVENTS[event], event
         else:
@@ -179,6 +215,8 @@ class CallDesk:
             raise CaseError(f"unknown team {safe_text(team)!r}")
         if key not in ROUTE_KEYS:
             raise CaseError(f"unknown menu key {safe_text(key)!r}")
+        if live.queued:  # Asterisk repeated the request: the same queue, not a second one
+            return self._queue_instruction(live)
         if live.chain is not None:  # Asterisk repeated the request: do not ring twice
             attempts = lifecycle.routing_attempts(live.case)
             if attempts and attempts[-1].outcome is None:
@@ -190,6 +228,13 @@ class CallDesk:
         # start for a partner): the consent prompt plays between the two.
         lifecycle.set_team(live.case, at, team)
         roster = self.roster_source.roster()
+        if team in self.incident_teams(at) and queue_members(roster, team, at):
+            # Major-incident mode: every on-call surgeon rings at once through
+            # app_queue; after the queue only the duty nurse, then voicemail.
+            live.chain = EscalationChain(team=team, steps=(), repeats=0)
+            live.queue, live.queued = queue_name(team), True
+            self.sink.submit(live.case)
+            return self._queue_instruction(live)
         live.chain = (EscalationChain(team=NURSE_TEAM, steps=(), repeats=0) if team == NURSE_TEAM
                       else prefer_free(build_chain(roster, team, at), self._busy_phones(live)))
         decision = next_decision(live.chain, [], self.nurse)
@@ -263,6 +308,76 @@ class CallDesk:
         if live is not None:
             self.call_end(linkedid, live.channel, None, CallEnd(), at)
 
+    # -- major-incident mode (app_queue; see docs/major-incidents.md) ----------
+    def incident_teams(self, at: datetime) -> frozenset[str]:
+        """The teams in major-incident mode at `at` (none without a network source)."""
+        if self.network is None:
+            return frozenset()
+        return teams_in_incident(self.network.incidents(), self.teams, at)
+
+    def queue_ring(self, linkedid: str, phone: str, at: datetime) -> Instruction:
+        """A queue member's Local channel is about to ring `phone` for this caller:
+        record the attempt and say how to ring it ("dial"), or "stop" if the call
+        is connected already (another surgeon accepted first) or not queued."""
+        live = self._live(linkedid)
+        case = live.case
+        if not live.queued or case.connected_seq is not None or case.ended_at is not None:
+            return Instruction("stop")  # a late ring after the caller left the queue, too
+        team = case.team or ""
+        member = queue_members(self.roster_source.roster(), team, at).get(member_interface(phone))
+        # A member of ours the roster no longer lists (a handoff just happened)
+        # still rings: it was put in the queue by the service; recorded honestly.
+        step = ChainStep(
+            surgeon_id=member.surgeon_id if member else None,
+            name=member.name if member else "queue member",
+            phone=phone, role=member.role if member else "queue", ring_s=0)
+        seq = len(case.attempts) + 1
+        lifecycle.start_attempt(case, at, seq, "chain", step)
+        self.sink.submit(case)
+        partner = case.caller.hospital_id if case.caller.caller_class is CallerClass.PARTNER else None
+        return Instruction("dial", target=phone, ring_s=0, attempt=seq, whisper=f"whisper_{team}",
+                           partner="" if partner is None else str(partner))
+
+    def queue_ring_ended(self, linkedid: str, seq: int, dial_status: str, accepted: str,
+                         answered_s: int | None, dialed_s: int | None, at: datetime) -> None:
+        """A queue member's ring ended (rang out, declined, cancelled because
+        another surgeon accepted, or the bridged call is over)."""
+        live = self._live(linkedid)
+        attempt = live.case.attempt(seq)
+        if attempt is None:
+            raise CaseError(f"no attempt {seq}")
+        if attempt.ended_at is None:
+            outcome, answered, ring_s = attempt_result(dial_status, accepted, answered_s, dialed_s)
+            if outcome is AttemptOutcome.ACCEPTED and live.case.connected_seq is None:
+                lifecycle.mark_connected(live.case, at, seq)
+            else:
+                if outcome is AttemptOutcome.ACCEPTED:
+                    outcome = AttemptOutcome.CANCELLED  # pressed 1 just after another surgeon
+                lifecycle.end_attempt(live.case, at, seq, outcome, answered=answered,
+                                      ring_s=ring_s)
+            self.sink.submit(live.case)
+
+    def queue_left(self, linkedid: str, status: str, at: datetime) -> Instruction:
+        """The caller left the queue without a surgeon (app_queue's QUEUESTATUS):
+        on to the duty nurse, then voicemail, as after a chain."""
+        live = self._live(linkedid)
+        if status not in QUEUE_EXITS:
+            raise CaseError(f"unknown queue status {safe_text(status)!r}")
+        if not live.queued or live.chain is None:
+            raise CaseError("this call is not queued")
+        live.queued = False
+        logger.info("left the queue case=%s status=%s", live.case.case_id, status or "-")
+        for attempt in live.case.attempts:  # the queue hung up its members' legs
+            if attempt.ended_at is None:
+                lifecycle.end_attempt(live.case, at, attempt.seq, AttemptOutcome.NO_ANSWER)
+        decision = next_decision(live.chain, lifecycle.routing_attempts(live.case), self.nurse)
+        return self._instruction(live, decision, at)
+
+    def _queue_instruction(self, live: LiveCall) -> Instruction:
+        assert live.queue is not None
+        return Instruction("queue", target=live.queue,
+                           priority=queue_priority(live.case.caller.caller_class))
+
     def live_cases(self) -> list[Case]:
         return [live.case for live in self.calls.values()]
 
@@ -309,4 +424,6 @@ class CallDesk:
             return "caller"
         if end.hangup_source.startswith("PJSIP/surgeons-"):
             return "surgeon"
+        if end.hangup_source.startswith("Local/") and f"@{MEMBER_CONTEXT}-" in end.hangup_source:
+            return "surgeon"  # a major-incident queue member: the surgeon's Local channel
         return None

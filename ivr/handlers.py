@@ -31,6 +31,8 @@ _KEY = re.compile(r"[0-9]|partner|retries", re.ASCII)
 _DIALSTATUS = re.compile(r"[A-Z]{0,16}", re.ASCII)
 _CHANNEL = re.compile(r"[A-Za-z0-9/_.@:;-]{0,128}", re.ASCII)
 _ACCEPTED = re.compile(r"[012]?", re.ASCII)
+_PHONE = re.compile(r"[0-9]{3,20}", re.ASCII)
+_QUEUESTATUS = re.compile(r"[A-Z]{0,16}", re.ASCII)
 
 
 class BadRequest(ValueError):
@@ -68,6 +70,9 @@ async def _answer(channel: AgiChannel, instruction: Instruction) -> None:
         await channel.set_variable(V.ATTEMPT, str(instruction.attempt))
         await channel.set_variable(V.WHISPER, instruction.whisper)
         await channel.set_variable(V.PARTNER, instruction.partner)
+    elif instruction.action == "queue":
+        await channel.set_variable(V.TARGET, instruction.target)
+        await channel.set_variable(V.QUEUE_PRIO, str(instruction.priority))
     await channel.set_variable(V.OK, "1")
 
 
@@ -86,7 +91,10 @@ def build_routes(desk: CallDesk, clock: Callable[[], datetime], recordings_dir: 
         live = desk.call_start(linkedid, request.channel or "", caller_id, clock())
         await channel.set_variable(V.CASE_ID, live.case.case_id)
         partner = live.case.caller.hospital_id is not None
-        await channel.set_variable(V.ROUTE, "referral" if partner else "menu")
+        route = "blocked" if live.blocked else "referral" if partner else "menu"
+        await channel.set_variable(V.ROUTE, route)
+        if live.incident:  # unset otherwise: the dialplan compares with "1"
+            await channel.set_variable(V.INCIDENT, "1")
         await channel.set_variable(V.OK, "1")
 
     async def menu(request: AgiRequest, channel: AgiChannel) -> None:
@@ -139,6 +147,29 @@ def build_routes(desk: CallDesk, clock: Callable[[], datetime], recordings_dir: 
         if channel.usable:
             await channel.set_variable(V.OK, "1")
 
+    async def queue_ring(request: AgiRequest, channel: AgiChannel) -> None:
+        # From a major-incident queue member's Local channel, about to ring its phone.
+        phone = _arg(request, 0, _PHONE, "phone")
+        await _answer(channel, desk.queue_ring(_linkedid(request), phone, clock()))
+
+    async def queue_ring_ended(request: AgiRequest, channel: AgiChannel) -> None:
+        seq = _opt_int(request, 0, "attempt")
+        if seq is None:
+            raise BadRequest("attempt is missing")
+        desk.queue_ring_ended(
+            _linkedid(request), seq,
+            dial_status=_arg(request, 1, _DIALSTATUS, "dial status"),
+            accepted=_arg(request, 2, _ACCEPTED, "accepted"),
+            answered_s=_opt_int(request, 3, "answered time"),
+            dialed_s=_opt_int(request, 4, "dialed time"),
+            at=clock())
+        if channel.usable:  # a hangup handler's request: the channel may be gone
+            await channel.set_variable(V.OK, "1")
+
+    async def queue_left(request: AgiRequest, channel: AgiChannel) -> None:
+        status = _arg(request, 0, _QUEUESTATUS, "queue status")
+        await _answer(channel, desk.queue_left(_linkedid(request), status, clock()))
+
     return Routes([
         ("call_start", call_start),
         ("menu", menu),
@@ -146,6 +177,9 @@ def build_routes(desk: CallDesk, clock: Callable[[], datetime], recordings_dir: 
         ("attempt_ended", attempt_ended),
         ("accepted", accepted),
         ("call_end", call_end),
+        ("queue_ring", queue_ring),
+        ("queue_ring_ended", queue_ring_ended),
+        ("queue_left", queue_left),
     ])
 
 

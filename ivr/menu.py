@@ -20,8 +20,15 @@ _KEY = re.compile(r"^[0-9]$", re.ASCII)
 REQUIRED_PROMPTS = (
     "greeting", "partner_greeting", "invalid", "timeout", "to_nurse",
     "consent", "hold", "voicemail", "goodbye",
+    "incident", "incident_queue",  # major-incident mode (docs/major-incidents.md)
 )
 SURGEON_PROMPTS = ("whisper_nurse", "whisper_partner", "press1")
+# What a surgeon hears when the service places a callback (hotline-callback).
+# A menu file may word them; otherwise these are used.
+CALLBACK_SURGEON_PROMPTS = {
+    "callback_whisper": "96608 热线回拨任务。按1开始回拨来电者，挂机则放弃。",
+    "callback_unavailable": "回拨任务已失效，再见。",
+}
 
 
 class MenuError(ValueError):
@@ -50,6 +57,9 @@ class Menu:
     record_calls: bool
     options: tuple[MenuOption, ...]
     prompts: dict[str, dict[str, str]]  # language -> prompt name -> text
+    # "Call me back" (需要回拨请按8): the call ends with a confirmation and a
+    # callback task opens. None: the menu has no such key.
+    callback_key: str | None = None
 
     @property
     def teams(self) -> tuple[str, ...]:
@@ -108,6 +118,12 @@ def parse_menu(data: dict, source: str = "menu") -> Menu:
             raise MenuError(f"{source}: [hotline].{setting} {special} is also an option's key")
     if english_key == nurse_key:
         raise MenuError(f"{source}: english_key and duty_nurse_key are the same")
+    callback_key = h.get("callback_key")
+    if callback_key is not None:
+        if not isinstance(callback_key, str) or not _KEY.fullmatch(callback_key):
+            raise MenuError(f"{source}: [hotline].callback_key must be one digit")
+        if callback_key in seen_keys or callback_key in (english_key, nurse_key):
+            raise MenuError(f"{source}: [hotline].callback_key {callback_key} is already used")
     default_language = need("default_language", str)
     if default_language not in LANGUAGES:
         raise MenuError(f"{source}: default_language must be one of {LANGUAGES}")
@@ -118,6 +134,8 @@ def parse_menu(data: dict, source: str = "menu") -> Menu:
         required = REQUIRED_PROMPTS + (
             SURGEON_PROMPTS + tuple(f"whisper_{o.team}" for o in options) if lang == "zh" else ()
         )
+        if callback_key is not None:
+            required += ("callback_confirm",)
         for name in required:
             if not isinstance(texts.get(name), str) or not texts[name].strip():
                 raise MenuError(f"{source}: [prompts.{lang}].{name} is missing")
@@ -125,6 +143,8 @@ def parse_menu(data: dict, source: str = "menu") -> Menu:
             if not _IDENT.fullmatch(name):
                 raise MenuError(f"{source}: prompt name {name!r} is not an identifier")
         prompts[lang] = dict(texts)
+    for name, text in CALLBACK_SURGEON_PROMPTS.items():
+        prompts["zh"].setdefault(name, text)
 
     return Menu(
         number=number,
@@ -141,4 +161,5 @@ def parse_menu(data: dict, source: str = "menu") -> Menu:
         record_calls=bool(h.get("record_calls", True)),
         options=tuple(options),
         prompts=prompts,
+        callback_key=callback_key,
     )

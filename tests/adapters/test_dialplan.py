@@ -120,7 +120,9 @@ def test_all_config_files_are_rendered(rendered):
     assert all("{{" not in text and "{%" not in text for text in rendered.files.values())
 
 
-REQUESTS = {"call_start", "menu", "route", "attempt_ended", "accepted", "call_end"}
+REQUESTS = {"call_start", "menu", "route", "attempt_ended", "accepted", "call_end",
+            "queue_ring", "queue_ring_ended", "queue_left",  # these three: major incidents
+            "callback_start", "callback_accepted", "callback_end"}  # placing a callback
 
 
 def _requests(rendered) -> list[tuple[str, "Line"]]:
@@ -251,6 +253,9 @@ def test_only_the_hotline_number_s_named_extensions_and_the_trunk_hangup_pattern
         by_context.setdefault(line.context, set()).add(line.exten)
     assert by_context["hotline-callers"] == {rendered.menu.number}
     assert by_context["hotline-from-surgeons"] == {"_[0-9*#+a-zA-Z]."}
+    # The queue members' context takes the phone the service put in the queue
+    # (Local/<phone>@hotline-queue-member/n), read only through FILTER().
+    assert by_context.pop("hotline-queue-member") == {"_XXX."}
     patterns = {e for extens in by_context.values() for e in extens if e.startswith("_")}
     assert patterns == {"_[0-9*#+a-zA-Z]."}
     named = {e for c, extens in by_context.items() if c != "hotline-callers" for e in extens} - patterns
@@ -271,6 +276,8 @@ def test_every_menu_key_is_an_exact_comparison(rendered):
     menu = rendered.menu
     keys = [(o.key, f"team-{o.team}") for o in menu.options]
     keys += [(menu.duty_nurse_key, "nurse"), (menu.english_key, "english")]
+    if menu.callback_key:
+        keys.append((menu.callback_key, "callback"))
     for key, target in keys:
         expected = f'GotoIf($["${{HOTLINE_CHOICE}}" = "{key}"]?{target},1)'
         assert expected in rendered.dialplan, expected
@@ -285,13 +292,17 @@ def test_every_request_is_trusted_only_with_hotline_ok(rendered):
     lines = rendered.lines()
     checked = set()
     for name, line in _requests(rendered):
-        if name in ("call_start", "route", "attempt_ended"):
+        if name in ("call_start", "route", "attempt_ended", "queue_left"):
             index = lines.index(line)
             after = lines[index + 1].app
             target = "hotline-menu" if name == "call_start" else "hotline-mirror"
             assert after == f'GotoIf($["${{HOTLINE_OK}}" != "1"]?{target},s,1)', line.text
             checked.add(name)
-    assert checked == {"call_start", "route", "attempt_ended"}
+        if name == "queue_ring":  # a member leg without the service's answer rings nobody
+            after = lines[lines.index(line) + 1].app
+            assert after.startswith('GotoIf($["${HOTLINE_OK}" != "1" |') and after.endswith("?done)")
+            checked.add(name)
+    assert checked == {"call_start", "route", "attempt_ended", "queue_left", "queue_ring"}
 
 
 def test_paths_and_globals_are_those_rendered(rendered):
@@ -345,10 +356,13 @@ def test_manager_binds_to_loopback_and_permits_loopback_only(rendered):
         assert keys["secret"] == secrets[name], name
 
 
-def test_the_hotline_ami_user_cannot_run_commands_or_originate(rendered):
+def test_the_hotline_ami_user_cannot_run_commands_and_originates_from_loopback_only(rendered):
     keys = dict(_sections(rendered.files["manager.conf"]))["hotline"]
     write = {p.strip() for p in keys["write"][0].split(",")}
-    assert not write & {"command", "originate", "all", "config"}, write
+    assert not write & {"command", "all", "config", "dialplan", "user"}, write
+    # "originate" (callbacks) is as strong as "system": loopback only.
+    assert keys["deny"] == ["0.0.0.0/0.0.0.0"]
+    assert keys["permit"] == ["127.0.0.1/255.255.255.255"]
     assert keys["secret"] == ["ami-secret-x"]
 
 
