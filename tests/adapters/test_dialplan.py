@@ -283,9 +283,9 @@ def test_every_menu_key_is_an_exact_comparison(rendered):
         assert expected in rendered.dialplan, expected
     comparisons = re.findall(r'\$\["\$\{HOTLINE_CHOICE\}" = "([^"]*)"\]', rendered.dialplan)
     assert sorted(comparisons) == sorted(["", *(k for k, _ in keys)])  # "": no key, a timeout
-    # Read() takes one digit, with the menu's timeout
-    assert f"Read(HOTLINE_CHOICE,${{HOTLINE_PROMPTS}}/${{HOTLINE_LANG}}/greeting,1,,1,{menu.timeout_s})" \
-        in rendered.dialplan
+    # Read() takes one digit, with the menu's timeout, over the greeting
+    assert "Set(HOTLINE_GREET=${HOTLINE_PROMPTS}/${HOTLINE_LANG}/greeting)" in rendered.dialplan
+    assert f"Read(HOTLINE_CHOICE,${{HOTLINE_GREET}},1,,1,{menu.timeout_s})" in rendered.dialplan
 
 
 def test_every_request_is_trusted_only_with_hotline_ok(rendered):

@@ -94,8 +94,15 @@ def test_a_blocked_caller_hears_goodbye_and_is_hung_up_before_any_prompt_or_ring
 
 def test_the_incident_announcement_plays_before_the_greeting_when_the_service_says_so(rendered):
     inbound = context(rendered, "hotline-inbound")
+    # A partner caller presses nothing: the announcement plays on its own ...
     assert ('ExecIf($["${HOTLINE_INCIDENT}" = "1"]?Playback(${HOTLINE_PROMPTS}/${HOTLINE_LANG}'
             '/incident))') in inbound
+    # ... everyone else hears it inside the menu's Read(), so a key pressed during it counts.
+    menu = context(rendered, "hotline-menu")
+    opener = next(i for i, app in enumerate(menu) if "/incident&" in app)
+    read = next(i for i, app in enumerate(menu) if app.startswith("Read(HOTLINE_CHOICE,"))
+    assert opener < read and menu[read].startswith("Read(HOTLINE_CHOICE,${HOTLINE_GREET},")
+    assert not any(app.startswith("Playback(") and "/incident" in app for app in menu)
     for lang in ("zh", "en"):
         assert rendered.menu.prompts[lang]["incident"] and rendered.menu.prompts[lang]["incident_queue"]
 
