@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from datetime import datetime
 from typing import Awaitable, Callable, Iterable, Mapping, Sequence
 
+from hotline.snapshot import PolledSnapshot
 from network.incidents import Incident, teams_in_incident
 from oncall.model import Roster
 from routing.queue import Member, member_phone, queue_members, queue_name
@@ -30,85 +30,35 @@ from routing.queue import Member, member_phone, queue_members, queue_name
 logger = logging.getLogger(__name__)
 
 
-class NetworkCache:
+class NetworkCache(PolledSnapshot[tuple[tuple[Incident, ...], frozenset[str]]]):
     """Incidents in force and blocked numbers, as last loaded (ivr.calls.NetworkSource)."""
+
+    name = "network-cache"
 
     def __init__(self, load_incidents: Callable[[], Sequence[Incident]],
                  incident_version: Callable[[], object],
                  load_blocked: Callable[[], frozenset[str]], blocked_version: Callable[[], object],
                  clock: Callable[[], datetime], poll_s: float = 1.0, refresh_s: float = 30.0,
                  on_refresh: Callable[[], None] | None = None):
+        super().__init__(((), frozenset()), clock, refresh_s=refresh_s, poll_s=poll_s,
+                         version=lambda: (incident_version(), blocked_version()),
+                         on_refresh=on_refresh)
         self._load_incidents = load_incidents
-        self._incident_version = incident_version
         self._load_blocked = load_blocked
-        self._blocked_version = blocked_version
-        self._clock = clock
-        self.poll_s = poll_s
-        self.refresh_s = refresh_s
-        self._on_refresh = on_refresh
-        self._incidents: tuple[Incident, ...] = ()
-        self._blocked: frozenset[str] = frozenset()
-        self._seen: object = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.loaded_at: datetime | None = None
 
     def incidents(self) -> Sequence[Incident]:
-        return self._incidents
+        return self._snapshot[0]
 
     def blocked_numbers(self) -> frozenset[str]:
-        return self._blocked
+        return self._snapshot[1]
 
-    def _versions(self) -> tuple[object, object]:
-        return (self._incident_version(), self._blocked_version())
+    def _load(self, now: datetime) -> tuple[tuple[Incident, ...], frozenset[str]]:
+        return tuple(self._load_incidents()), frozenset(self._load_blocked())
 
-    def refresh(self) -> bool:
-        try:
-            versions = self._versions()  # read first: a write during the load is seen next time
-            incidents = tuple(self._load_incidents())
-            blocked = frozenset(self._load_blocked())
-        except Exception as exc:
-            logger.warning("incident/block list refresh failed (%s); keeping the snapshot from %s",
-                           type(exc).__name__, self.loaded_at)
-            return False
-        changed = (incidents, blocked) != (self._incidents, self._blocked)
-        self._incidents, self._blocked, self._seen = incidents, blocked, versions
-        self.loaded_at = self._clock()
-        if changed:
+    def _loaded(self, old, new, version: object, version_moved: bool) -> None:
+        if new != old:
             logger.info("network state: %d incident(s) in force, %d number(s) blocked",
-                        len(incidents), len(blocked))
-        if self._on_refresh is not None:
-            try:
-                self._on_refresh()
-            except Exception:
-                logger.exception("network refresh listener failed")
-        return True
-
-    def changed(self) -> bool:
-        try:
-            return self._versions() != self._seen
-        except Exception as exc:
-            logger.debug("network version probe failed (%s)", type(exc).__name__)
-            return False
-
-    def start(self) -> "NetworkCache":
-        self.refresh()
-        self._thread = threading.Thread(target=self._run, name="network-cache", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-
-    def _run(self) -> None:
-        since_full = 0.0
-        while not self._stop.wait(self.poll_s):
-            since_full += self.poll_s
-            if since_full >= self.refresh_s or self.changed():
-                since_full = 0.0
-                self.refresh()
+                        len(new[0]), len(new[1]))
 
 
 Send = Callable[..., Awaitable[Mapping[str, str]]]
