@@ -23,8 +23,9 @@ from datetime import datetime, timezone
 
 from sqlalchemy import Engine, insert, select, update
 
-from db.hospitals import audit_row, audit_version_column, network_lock
+from db.hospitals import audit_version_column, network_lock
 from db.models import BlockedNumberRow, HospitalPhoneRow, PartnerHospitalRow
+from db.users import audit_row
 from routing.callers import normalise_number, safe_text
 
 SUBJECT = "blocklist"

@@ -12,17 +12,17 @@ Tasks are created with the case that needs one (`create_for_case`, called by
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import Connection, Engine, case as sql_case, insert, select, update
+from sqlalchemy import Connection, Engine, case as sql_case, select, update
 
 from cases.lifecycle import Case
-from db.models import AuditRow, CallbackRow, CaseRow, SurgeonRow, TeamRow
+from db.models import CallbackRow, CaseRow, SurgeonRow, TeamRow
 from db.roster_rows import load_roster
+from db.users import audit_row
 from network import callbacks as cb
 from network.callbacks import CallbackError, CallbackStatus, CallbackTask, PlacementOutcome
 
@@ -83,9 +83,7 @@ def _row(task: CallbackTask) -> dict[str, Any]:
 
 def _audit(conn: Connection, at: datetime, actor: str, action: str, task_id: int,
            **detail: Any) -> None:
-    conn.execute(insert(AuditRow).values(
-        at=at, actor=actor[:128], action=action[:48], subject=SUBJECT, subject_id=str(task_id),
-        ip="", detail=json.dumps(detail, ensure_ascii=False, default=str) if detail else None))
+    audit_row(conn, at, actor, action, SUBJECT, task_id, detail or None)
 
 
 def create_for_case(conn: Connection, case: Case, now: datetime) -> int | None:

@@ -21,8 +21,7 @@ callers are no longer recognised, and keeps its name for the history.
 """
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any
@@ -39,6 +38,7 @@ from db.models import (
     PartnerHospitalRow,
     ReferralRow,
 )
+from db.users import audit_row
 from network.hospitals import (
     Contact,
     Hospital,
@@ -132,15 +132,6 @@ def network_lock(conn: Connection) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
     else:
         conn.execute(delete(HospitalPhoneRow).where(text("0 = 1")))
-
-
-def audit_row(conn: Connection, at: datetime, actor: str, action: str, subject: str,
-              subject_id: str, detail: Mapping[str, Any] | None) -> None:
-    """An audit_log row in the caller's transaction (`db.users.AuditLog.record` opens its own)."""
-    conn.execute(insert(AuditRow).values(
-        at=at, actor=actor[:128], action=action[:48], subject=subject[:32],
-        subject_id=str(subject_id)[:64], ip="",
-        detail=json.dumps(detail, ensure_ascii=False, default=str) if detail else None))
 
 
 NETWORK_SUBJECTS = ("hospital", "blocklist")  # audit subjects that move the routing version
@@ -426,5 +417,5 @@ class HospitalStore:
 
 
 __all__ = ["HospitalCase", "HospitalError", "HospitalReport", "HospitalStore", "HospitalStoreError",
-           "HospitalSummary", "NumberTaken", "PlanRefused", "UnknownHospital", "audit_row",
+           "HospitalSummary", "NumberTaken", "PlanRefused", "UnknownHospital",
            "audit_version_column", "network_lock", "network_version"]

@@ -10,7 +10,6 @@ the same moment get one incident and one clear refusal.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -18,7 +17,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from db.models import AuditRow, IncidentRow, NoticeRow, ShiftRow, TeamRow
+from db.models import IncidentRow, NoticeRow, ShiftRow, TeamRow
+from db.users import audit_row
 from network.incidents import (NOTE_MAX, Incident, IncidentError, affected_teams,
                                check_switch_on, check_team, to_switch_off)
 from oncall.model import Role
@@ -126,10 +126,7 @@ class IncidentStore:
     def _audit(conn: Connection, now: datetime, actor: str, action: str, incident: Incident,
                ip: str) -> None:
         detail = {"team": incident.scope, "note": incident.note}
-        conn.execute(insert(AuditRow).values(
-            at=now, actor=actor[:128], action=action, subject=SUBJECT,
-            subject_id=str(incident.id), ip=ip[:64],
-            detail=json.dumps(detail, ensure_ascii=False)))
+        audit_row(conn, now, actor, action, SUBJECT, incident.id, detail, ip=ip)
 
     def _notify(self, conn: Connection, now: datetime, incident: Incident, switch: str,
                 teams: tuple[str, ...]) -> None:

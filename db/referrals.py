@@ -17,7 +17,6 @@ are `network.referrals`'; this module only reads, asks, and writes.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -29,7 +28,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from db.models import (
-    AuditRow,
     CaseRow,
     DialAttemptRow,
     NoticeRow,
@@ -39,6 +37,7 @@ from db.models import (
     SurgeonRow,
     TeamRow,
 )
+from db.users import audit_row
 from network.referrals import (
     OPEN,
     SEX_LABELS,
@@ -379,10 +378,7 @@ class ReferralStore:
 
     def _audit(self, conn: Connection, at: datetime, actor: str, action: str,
                referral_id: int, ip: str, detail: Mapping[str, Any]) -> None:
-        conn.execute(insert(AuditRow).values(
-            at=at, actor=actor[:128], action=action[:48], subject=SUBJECT,
-            subject_id=str(referral_id), ip=ip[:64],
-            detail=json.dumps(detail, ensure_ascii=False, default=str)))
+        audit_row(conn, at, actor, action, SUBJECT, referral_id, detail, ip=ip)
 
     def _notify(self, conn: Connection, referral: Referral, now: datetime, what: str,
                 note: str) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -206,10 +206,8 @@ class AuditLog:
     def record(self, actor: str, action: str, subject: str = "", subject_id: str = "", *,
                ip: str = "", detail: Mapping[str, Any] | None = None) -> None:
         with self._engine.begin() as conn:
-            conn.execute(insert(AuditRow).values(
-                at=self._clock(), actor=actor[:128], action=action[:48], subject=subject[:32],
-                subject_id=str(subject_id)[:64], ip=ip[:64],
-                detail=json.dumps(detail, ensure_ascii=False, default=str) if detail else None))
+            audit_row(conn, self._clock(), actor, action, subject, subject_id, ip=ip,
+                      detail=detail)
 
     def entries(self, *, action: str | None = None, actor: str | None = None,
                 since: datetime | None = None, until: datetime | None = None,
@@ -229,3 +227,14 @@ class AuditLog:
             rows = conn.execute(query.order_by(AuditRow.id.desc()).limit(limit).offset(offset))
             return [AuditEntry(r.id, r.at, r.actor, r.action, r.subject, r.subject_id, r.ip,
                                json.loads(r.detail) if r.detail else None) for r in rows], total
+
+
+def audit_row(conn: Connection, at: datetime, actor: str, action: str, subject: str = "",
+              subject_id: object = "", detail: Mapping[str, Any] | None = None, *,
+              ip: str = "") -> None:
+    """Write one audit_log row in the caller's transaction, so a change and its
+    audit entry land together or not at all. Values are cut to their columns."""
+    conn.execute(insert(AuditRow).values(
+        at=at, actor=actor[:128], action=action[:48], subject=subject[:32],
+        subject_id=str(subject_id)[:64], ip=ip[:64],
+        detail=json.dumps(detail, ensure_ascii=False, default=str) if detail else None))
