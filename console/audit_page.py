@@ -15,7 +15,13 @@ bp = Blueprint("audit", __name__, url_prefix="/audit")
 NAV = [("audit.index", "audit_log", (UserRole.ADMIN,))]
 PAGE = 50
 ACTIONS = ("sign_in", "sign_in_failed", "sign_in_throttled", "sign_out", "denied", "csrf_refused",
-           "play_recording", "download_recording", "add_note", "export_calls")
+           "play_recording", "download_recording", "add_note", "export_calls",
+           # the network around the call (issue 6)
+           "import", "add_number", "remove_number", "block", "unblock",
+           "referral_create", "referral_status", "referral_assign", "referral_patient",
+           "callback_created", "callback_assign", "callback_place", "callback_originate",
+           "callback_result", "callback_case", "callback_close", "callback_cancel",
+           "incident_on", "incident_off")
 
 add_words({
     "audit.console": {"zh": "控制台操作", "en": "Console"},

@@ -65,6 +65,15 @@ def test_switch_off_from_the_page_and_the_banner_goes(client, engine):
     assert [a[1] for a in audit(engine)] == ["incident_on", "incident_off"]
 
 
+def test_the_audit_page_filters_by_the_switch(client, engine):
+    sign_in(client, "admin")
+    switch(client, "on", team="facial", note="")
+    switch(client, "off", team="facial")
+    page = client.get("/audit/?action=incident_off").get_data(as_text=True)
+    assert '<option value="incident_off" selected' in page
+    assert "<td>incident_off</td>" in page and "<td>incident_on</td>" not in page
+
+
 def test_a_refused_switch_says_why_and_writes_nothing(client, engine):
     sign_in(client, "sup")
     switch(client, "on", team="all")
