@@ -80,7 +80,8 @@ def _refused(exc: CallbackError) -> ApiError:
 
 
 def _task_id(task_id: str) -> int:
-    if not task_id.isdigit() or len(task_id) > 10:
+    # ASCII only: str.isdigit() also takes "²" (int() then raises) and "１" (read as 1).
+    if not (task_id.isascii() and task_id.isdigit()) or len(task_id) > 10:
         raise ApiError(404, "not_found", "no such callback", "回拨任务不存在")
     return int(task_id)
 

@@ -134,7 +134,8 @@ def index():
 
 
 def _task_id(task_id: str) -> int:
-    if not task_id.isdigit() or len(task_id) > 10:
+    # ASCII only: str.isdigit() also takes "²" (int() then raises) and "１" (read as 1).
+    if not (task_id.isascii() and task_id.isdigit()) or len(task_id) > 10:
         abort(404)
     return int(task_id)
 

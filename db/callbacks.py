@@ -12,6 +12,7 @@ Tasks are created with the case that needs one (`create_for_case`, called by
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
@@ -31,6 +32,8 @@ SUBJECT = "callback"
 SERVICE_ACTOR = "service"
 VIEWS = ("active", "overdue", "mine", "closed", "all")
 _COLUMNS = [f.name for f in fields(CallbackTask)]
+#: A phone the Originate may dial: ASCII digits only (str.isdigit() takes "１" and "²").
+_PHONE = re.compile(r"[0-9]{3,20}", re.ASCII)
 
 
 def _utcnow() -> datetime:
@@ -261,7 +264,7 @@ class CallbackStore:
         with self._engine.connect() as conn:
             surgeon = conn.execute(select(SurgeonRow).where(
                 SurgeonRow.id == task.owner_surgeon_id)).first()
-        if surgeon is None or not surgeon.phone.isdigit() or not 3 <= len(surgeon.phone) <= 20:
+        if surgeon is None or not _PHONE.fullmatch(surgeon.phone or ""):
             self._result(task_id, PlacementOutcome.FAILED, None)
             return None
         try:

@@ -298,8 +298,12 @@ def record_result(task: CallbackTask, at: datetime, outcome: PlacementOutcome,
 
 
 def assign(task: CallbackTask, surgeon_id: int | None) -> CallbackTask:
-    """A new owner (None: nobody); allowed until the task is closed."""
+    """A new owner (None: nobody); allowed until the task is closed, but not while a
+    placement is requested or under way: the service rings the owner it read when it
+    took the request, so a new owner then would not be the surgeon on the call."""
     _check_not_closed(task)
+    if task.status in (CallbackStatus.PLACING, CallbackStatus.PLACED):
+        raise AlreadyPlacing(f"callback {task.id} is being placed; assign it afterwards")
     return replace(task, owner_surgeon_id=surgeon_id)
 
 

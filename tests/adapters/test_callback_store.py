@@ -250,3 +250,21 @@ def test_stale_requests_expire_and_interrupted_placements_are_not_resumed(seeded
     after = store.get(interrupted)
     assert after.status is CallbackStatus.OPEN and after.note.startswith("结果未知")
     assert store.requests() == []
+
+
+@pytest.mark.parametrize("phone", ["１３８00000101", "١٣٨00000101", "²²²"])
+def test_a_surgeon_phone_of_non_ascii_digits_is_never_handed_to_originate(seeded, clock, phone):
+    """Review of issue 6: str.isdigit() is true for full-width, Arabic-Indic and superscript
+    digits; such a phone must not reach the Originate's Channel (PJSIP/<phone>@surgeons)."""
+    from sqlalchemy import update
+
+    from db.models import SurgeonRow
+
+    with seeded.begin() as conn:
+        conn.execute(update(SurgeonRow).where(SurgeonRow.id == 101).values(phone=phone))
+    CaseRepository(seeded, clock=clock).save(voicemail_case())
+    store = CallbackStore(seeded, clock)
+    task = store.for_case("C-1")
+    store.request_placement(task.id, "user:sup")
+    assert store.take(task.id) is None
+    assert store.get(task.id).status is CallbackStatus.OPEN

@@ -206,3 +206,24 @@ def test_the_openapi_document_describes_the_callback_api(hub):
     assert "202" in document["paths"]["/api/v1/callbacks/{task_id}/place"]["post"]["responses"]
     assert "CallbackTask" in document["components"]["schemas"]
     json.dumps(document)  # serialisable
+
+
+@pytest.mark.parametrize("odd", ["²", "¹", "٣", "１"])
+def test_a_task_id_of_unicode_digits_is_404_never_a_500_nor_another_task(hub, odd):
+    """Review of issue 6: str.isdigit() is true for '²' (int() then raises: a 500) and for
+    '٣' or '１' (int() reads them: the route acts on task 3 or 1 under a name no link has)."""
+    app, store, engine = hub
+    known, unknown = tasks(store)
+    app.config["PROPAGATE_EXCEPTIONS"] = False  # a crash is a 500 here, as in production
+    doctor = app.test_client()
+    sign_in(doctor, "doc2")
+    token = csrf_token(doctor, "/callbacks/")
+    for action in ("place", "assign", "close"):
+        answer = doctor.post(f"/callbacks/{odd}/{action}", data={"csrf_token": token, "note": "x"})
+        assert answer.status_code == 404, (action, answer.status_code)
+    admin = bearer(engine, "ops", "admin")
+    for action in ("place", "close"):
+        answer = doctor.post(f"/api/v1/callbacks/{odd}/{action}", headers=admin,
+                             json={"note": "x"})
+        assert answer.status_code == 404, (action, answer.status_code)
+    assert store.get(known.id) == known and store.get(unknown.id) == unknown

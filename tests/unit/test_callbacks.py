@@ -255,3 +255,18 @@ def test_reconciliation_leaves_a_callbacks_own_case_alone():
     mark_ended(callback, s(60), "caller")
     result = reconcile_call(callback.linkedid, [], [], callback, Directory("13900000000"), s(3600))
     assert (result.status, result.case, result.note) == ("unchanged", None, "a callback's own case")
+
+
+def test_the_owner_cannot_change_while_a_placement_is_requested_or_under_way():
+    """Review of issue 6: 'assign to me' between the click on 回拨 and the service taking
+    the request would make the service ring another surgeon than the one who clicked
+    (CallbackStore.take reads the owner before its transaction), and during a placement
+    it would hand the task to someone who is not on the call."""
+    placing = cb.request_placement(task(), s(1), "user:doc1", surgeon_id=101)
+    placed = cb.start_placing(placing, s(2))
+    for busy in (placing, placed):
+        with pytest.raises(AlreadyPlacing):
+            cb.assign(busy, 102)
+    assert cb.assign(task(), 102).owner_surgeon_id == 102
+    failed = replace(task(), status=CallbackStatus.FAILED)
+    assert cb.assign(failed, 102).owner_surgeon_id == 102
