@@ -28,6 +28,7 @@ from network.callbacks import (
     CallbackStatus,
     CallbackTask,
     NoSurgeon,
+    NotDialable,
     NumberUnknown,
     TaskClosed,
 )
@@ -64,6 +65,8 @@ def task_json(task: CallbackTask, now, row: CallbackListRow | None = None) -> di
 
 _REFUSALS = (
     (NumberUnknown, "number_unknown", "the caller's number is unknown", "来电号码未知，无法回拨"),
+    (NotDialable, "not_dialable", "not a domestic mobile or landline: call it by hand",
+     "该号码不是国内手机或固话，请人工回拨"),
     (AlreadyPlacing, "already_placing", "the callback is already being placed", "该任务正在回拨中"),
     (TaskClosed, "closed", "the task is closed", "该任务已关闭"),
     (NoSurgeon, "no_surgeon", "the task has no owner to ring first; assign one",

@@ -22,6 +22,7 @@ from network.callbacks import (
     CallbackError,
     CallbackStatus,
     NoSurgeon,
+    NotDialable,
     NumberUnknown,
     TaskClosed,
 )
@@ -67,6 +68,8 @@ add_words({
                                   "en": "Calling the surgeon… once they press 1 the caller is "
                                         "rung. Reload for the result."},
     "callbacks.err.number_unknown": {"zh": "来电号码未知，无法回拨", "en": "The caller's number is unknown"},
+    "callbacks.err.not_dialable": {"zh": "该号码不是国内手机或固话，请人工回拨",
+                                   "en": "Not a domestic mobile or landline: call it by hand"},
     "callbacks.err.already": {"zh": "该任务正在回拨中", "en": "This callback is already being placed"},
     "callbacks.err.closed": {"zh": "该任务已关闭", "en": "This task is closed"},
     "callbacks.err.no_surgeon": {"zh": "请先指派负责医生", "en": "Assign an owner first"},
@@ -95,6 +98,8 @@ def error_word(exc: Exception) -> str:
     """The console's word for a refused change."""
     if isinstance(exc, NumberUnknown):
         return "callbacks.err.number_unknown"
+    if isinstance(exc, NotDialable):
+        return "callbacks.err.not_dialable"
     if isinstance(exc, AlreadyPlacing):
         return "callbacks.err.already"
     if isinstance(exc, TaskClosed):

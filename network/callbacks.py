@@ -20,16 +20,25 @@ A task's life:
   surgeon's phone rings, then the caller's.
 - A task whose number is unknown (anonymous or invalid caller-ID) is a task
   all the same -- a voicemail may say the number -- but it cannot be placed.
+- Only a domestic mobile or landline is placed by the service (`dialable`):
+  the number is the caller's claim, and a forged caller-ID pressing 8 must not
+  make the hotline dial 110/120, a premium-rate service or a number abroad on
+  the surgeons' trunk. Staff call such numbers by hand and close the task.
 """
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from cases.lifecycle import Case
 from oncall.model import Role, Roster
 from oncall.rotation import on_call
+
+#: What the service may dial back by itself: a mobile (1[3-9] + 9 digits) or a
+#: landline with its area code (0 + 9..11 digits), in routing.callers' form.
+_DIALABLE = re.compile(r"1[3-9][0-9]{9}|0[1-9][0-9]{8,10}", re.ASCII)
 
 #: The menu-event label of "call me back" (需要回拨请按8); the key itself is configurable.
 REQUESTED_LABEL = "callback"
@@ -80,6 +89,19 @@ class CallbackError(ValueError):
 
 class NumberUnknown(CallbackError):
     """The caller's number is unknown (anonymous or invalid caller-ID): nothing to dial."""
+
+
+class NotDialable(CallbackError):
+    """A short, special or foreign number: the service does not dial it; staff call by hand."""
+
+
+def dialable(number: str | None) -> bool:
+    """Whether the service may place a callback to `number` (a normalised number).
+
+    >>> [dialable(n) for n in ("13912345678", "043188888888", "110", "0085212345678", None)]
+    [True, True, False, False, False]
+    """
+    return number is not None and _DIALABLE.fullmatch(number) is not None
 
 
 class AlreadyPlacing(CallbackError):
@@ -225,6 +247,8 @@ def request_placement(task: CallbackTask, at: datetime, by: str,
         raise AlreadyPlacing(f"callback {task.id} is already being placed")
     if task.number is None:
         raise NumberUnknown(f"callback {task.id}: the caller's number is unknown")
+    if not dialable(task.number):
+        raise NotDialable(f"callback {task.id}: not a domestic mobile or landline; call it by hand")
     owner = surgeon_id if surgeon_id is not None else task.owner_surgeon_id
     if owner is None:
         raise NoSurgeon(f"callback {task.id} has no owner to ring first")

@@ -227,3 +227,15 @@ def test_a_task_id_of_unicode_digits_is_404_never_a_500_nor_another_task(hub, od
                              json={"note": "x"})
         assert answer.status_code == 404, (action, answer.status_code)
     assert store.get(known.id) == known and store.get(unknown.id) == unknown
+
+
+def test_a_number_the_service_will_not_dial_is_said_plainly_in_both_languages():
+    from console.api_callbacks import _refused
+    from console.callbacks import error_word
+    from console.i18n import WORDS
+    from network.callbacks import NotDialable
+
+    word = error_word(NotDialable("callback 7: not domestic"))
+    assert word == "callbacks.err.not_dialable" and "人工回拨" in WORDS[word]["zh"]
+    refusal = _refused(NotDialable("callback 7: not domestic"))
+    assert (refusal.status, refusal.code) == (409, "not_dialable")

@@ -270,3 +270,20 @@ def test_the_owner_cannot_change_while_a_placement_is_requested_or_under_way():
     assert cb.assign(task(), 102).owner_surgeon_id == 102
     failed = replace(task(), status=CallbackStatus.FAILED)
     assert cb.assign(failed, 102).owner_surgeon_id == 102
+
+
+@pytest.mark.parametrize("number", ["110", "120", "96608", "12345", "0085212345678",
+                                    "001415555121", "4008123456", "1234567890123", "13912345"])
+def test_the_service_never_dials_a_short_special_or_foreign_number_back(number):
+    # A forged caller-ID that presses 8 must not make the hotline call 110,
+    # a premium-rate line or a number abroad on the surgeons' trunk.
+    assert not cb.dialable(number)
+    with pytest.raises(cb.NotDialable):
+        cb.request_placement(task(number=number), s(1), "user:sup")
+
+
+@pytest.mark.parametrize("number", ["13912345678", "19912345678", "043188888888", "01012345678",
+                                    "0431888888"])
+def test_domestic_mobiles_and_landlines_are_placed(number):
+    assert cb.dialable(number)
+    assert cb.request_placement(task(number=number), s(1), "user:sup").status is CallbackStatus.PLACING
