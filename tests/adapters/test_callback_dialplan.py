@@ -40,6 +40,8 @@ def test_the_callback_context_trusts_only_hotline_ok_and_dials_filtered_digits_a
     press = apps.index('GotoIf($["${HOTLINE_KEY}" = "1"]?place)')
     accepted = apps.index("Gosub(hotline-agi,s,1(callback_accepted,${HOTLINE_CB}))")
     assert press < accepted < dial[0]
+    # the caller is dialled only with the service's word that it took the acceptance
+    assert apps[accepted + 1] == 'GotoIf($["${HOTLINE_OK}" != "1"]?gone)'
     assert any(app.startswith("MixMonitor(${HOTLINE_RECORDINGS}/${HOTLINE_FILE_ID}.wav,b)")
                for app in apps[accepted:dial[0]])
     # The hang-up handler reports how far it got, whatever ended it.
