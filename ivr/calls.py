@@ -145,6 +145,68 @@ def attempt_result(dial_status: str, accepted: str, answered_s: int | None,
     return outcome, answered, ring_s
 
 
+# -- decisions shared by both carriers (Asterisk here, Twilio in carrier/) ----
+def duty_nurse_step(menu: Menu) -> ChainStep:
+    """The duty nurse as the step after every chain (and the static fallback's number)."""
+    return ChainStep(surgeon_id=None, name="值班护士 duty nurse", phone=menu.duty_nurse_number,
+                     role="duty_nurse", ring_s=menu.duty_nurse_ring_s)
+
+
+def menu_teams(menu: Menu) -> dict[str, str]:
+    """Menu key -> team, the duty nurse's key included."""
+    return {o.key: o.team for o in menu.options} | {menu.duty_nurse_key: NURSE_TEAM}
+
+
+def menu_choice(menu: Menu, event: str) -> tuple[str, str]:
+    """The (choice, label) recorded for a menu event: a key that chose a team
+    ("0"-"9"), or "timeout", "invalid", "english", "callback"."""
+    teams = menu_teams(menu)
+    if event in teams:
+        return event, teams[event]
+    if event == CALLBACK_EVENT and menu.callback_key:
+        # "call me back": the case ends here and a callback task opens
+        # when it is saved (network/callbacks.py reads this label).
+        return menu.callback_key, REQUESTED_LABEL
+    if event in MENU_EVENTS:
+        return MENU_EVENTS[event], event
+    raise CaseError(f"unknown menu event {safe_text(event)!r}")
+
+
+def open_call_case(case_id: str, linkedid: str, caller_id: str | None,
+                   partner_numbers: Mapping[str, int], blocked_numbers: frozenset[str],
+                   at: datetime, language: str) -> tuple[Case, bool]:
+    """The case of a call that has just arrived, and whether its caller is blocked.
+
+    A registered partner number gets the fast lane as its "menu choice"; a
+    blocked number gets BLOCKED as its only one (so a wrong block can be audited).
+    """
+    caller = classify(caller_id, partner_numbers)
+    case = lifecycle.open_case(case_id, linkedid, caller, at, language=language)
+    # Belt and braces: the block list refuses a partner's number, and a
+    # partner's number is never blocked here either.
+    blocked = (caller.caller_class is not CallerClass.PARTNER and caller.number is not None
+               and caller.number in blocked_numbers)
+    if blocked:
+        lifecycle.record_menu(case, at, BLOCKED, BLOCKED_LABEL)
+    elif caller.caller_class is CallerClass.PARTNER:
+        lifecycle.record_menu(case, at, "partner", PARTNER_LABEL)
+    return case, blocked
+
+
+def team_chain(roster: Roster, team: str, at: datetime) -> EscalationChain:
+    """The chain a call routed to `team` at `at` rings (the nurse team: none, straight to the nurse)."""
+    if team == NURSE_TEAM:
+        return EscalationChain(team=NURSE_TEAM, steps=(), repeats=0)
+    return build_chain(roster, team, at)
+
+
+def whisper_prompt(case: Case, kind: str) -> str:
+    """The prompt the rung person hears before pressing 1 (`kind`: the attempt's)."""
+    if kind == "nurse" or case.team == NURSE_TEAM:
+        return "whisper_nurse"
+    return f"whisper_{case.team}"
+
+
 class CallDesk:
     def __init__(self, menu: Menu, roster_source: RosterSource, sink: CaseSink,
                  new_id: Callable[[datetime], str] = new_case_id,
@@ -155,12 +217,9 @@ class CallDesk:
         self.new_id = new_id
         self.network = network  # None: no major incidents, nobody blocked
         self.calls: dict[str, LiveCall] = {}
-        self.nurse = ChainStep(
-            surgeon_id=None, name="值班护士 duty nurse", phone=menu.duty_nurse_number,
-            role="duty_nurse", ring_s=menu.duty_nurse_ring_s,
-        )
+        self.nurse = duty_nurse_step(menu)
         self.teams = frozenset(menu.teams) | {NURSE_TEAM, REFERRAL_TEAM}
-        self.menu_keys = {o.key: o.team for o in menu.options} | {menu.duty_nurse_key: NURSE_TEAM}
+        self.menu_keys = menu_teams(menu)
 
     # -- requests from the caller's dialplan ------------------------------
     def call_start(self, linkedid: str, channel: str, caller_id: str | None, at: datetime) -> LiveCall:
@@ -168,19 +227,11 @@ class CallDesk:
         live = self.calls.get(linkedid)
         if live is not None:
             return live
-        caller = classify(caller_id, self.roster_source.partner_numbers())
-        case = lifecycle.open_case(self.new_id(at), linkedid, caller, at,
-                                   language=self.menu.default_language)
-        # Belt and braces: the block list refuses a partner's number, and a
-        # partner's number is never blocked here either.
-        blocked = (caller.caller_class is not CallerClass.PARTNER and caller.number is not None
-                   and self.network is not None and caller.number in self.network.blocked_numbers())
-        if blocked:
-            # Recorded as the call's only "menu choice": a wrong block can be audited.
-            lifecycle.record_menu(case, at, BLOCKED, BLOCKED_LABEL)
-        elif caller.caller_class is CallerClass.PARTNER:
-            # The fast lane is the partner's "menu choice", made as the call arrives.
-            lifecycle.record_menu(case, at, "partner", PARTNER_LABEL)
+        case, blocked = open_call_case(
+            self.new_id(at), linkedid, caller_id, self.roster_source.partner_numbers(),
+            self.network.blocked_numbers() if self.network is not None else frozenset(),
+            at, self.menu.default_language)
+        caller = case.caller
         live = LiveCall(case=case, channel=channel, blocked=blocked,
                         incident=bool(self.incident_teams(at)))
         self.calls[linkedid] = live
@@ -193,16 +244,7 @@ class CallDesk:
         """Record what happened at the menu when it happened: a key that chose a
         team ("0"-"9"), or "timeout", "invalid", "english"."""
         live = self._live(linkedid)
-        if event in self.menu_keys:
-            choice, label = event, self.menu_keys[event]
-        elif event == CALLBACK_EVENT and self.menu.callback_key:
-            # "call me back": the case ends here and a callback task opens
-            # when it is saved (network/callbacks.py reads this label).
-            choice, label = self.menu.callback_key, REQUESTED_LABEL
-        elif event in MENU_EVENTS:
-            choice, label = MENU_EVENTS[event], event
-        else:
-            raise CaseError(f"unknown menu event {safe_text(event)!r}")
+        choice, label = menu_choice(self.menu, event)
         lifecycle.record_menu(live.case, at, choice, label)
         if event == "english":
             lifecycle.set_language(live.case, at, "en")
@@ -235,8 +277,7 @@ class CallDesk:
             live.queue, live.queued = queue_name(team), True
             self.sink.submit(live.case)
             return self._queue_instruction(live)
-        live.chain = (EscalationChain(team=NURSE_TEAM, steps=(), repeats=0) if team == NURSE_TEAM
-                      else prefer_free(build_chain(roster, team, at), self._busy_phones(live)))
+        live.chain = prefer_free(team_chain(roster, team, at), self._busy_phones(live))
         decision = next_decision(live.chain, [], self.nurse)
         return self._instruction(live, decision, at)
 
@@ -404,8 +445,7 @@ class CallDesk:
         if isinstance(decision, Dial):
             lifecycle.start_attempt(case, at, decision.seq, decision.kind, decision.step)
             self.sink.submit(case)
-            whisper = ("whisper_nurse" if decision.kind == "nurse" or case.team == NURSE_TEAM
-                       else f"whisper_{case.team}")
+            whisper = whisper_prompt(case, decision.kind)
             partner = case.caller.hospital_id if case.caller.caller_class is CallerClass.PARTNER else None
             return Instruction("dial", target=decision.step.phone, ring_s=decision.step.ring_s,
                                attempt=decision.seq, whisper=whisper,
