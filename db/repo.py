@@ -102,16 +102,21 @@ class CaseRepository:
         self._engine = engine
         self._clock = clock  # stamps updated_at and callbacks' created_at only
 
-    def save(self, case: Case) -> bool:
+    def save(self, case: Case, *, expect_revision: int | None = None) -> bool:
         """Write this snapshot of the case; False if a newer one is already stored.
 
         A snapshot is newer by `case.revision`; an equal revision is written
         again (the same snapshot twice is harmless). Raises CaseConflict when
         the linkedid is stored under another case_id or vice versa.
+
+        `expect_revision` (load, change, save from several processes, e.g. the
+        Twilio webhooks): write only if the stored case still has that
+        revision, else False -- reload and apply the change again. Two writers
+        that both turned revision 5 into 6 can then not overwrite each other.
         """
         for attempt in range(_SAVE_TRIES):
             try:
-                return self._save_once(case)
+                return self._save_once(case, expect_revision)
             except IntegrityError as exc:
                 owner = self._case_id_of(case.linkedid)
                 if owner is not None and owner != case.case_id:
@@ -125,7 +130,7 @@ class CaseRepository:
                     raise
         raise AssertionError("unreachable")
 
-    def _save_once(self, case: Case) -> bool:
+    def _save_once(self, case: Case, expect_revision: int | None = None) -> bool:
         now = self._clock()
         with self._engine.begin() as conn:
             # The case row first: it is the lock every save of this case queues
@@ -133,7 +138,8 @@ class CaseRepository:
             # write as the first statement waits on busy_timeout, not SQLITE_BUSY.)
             written = upsert(
                 conn, CASES, [_case_row(case, now)], ["case_id"],
-                where=lambda new: (CASES.c.revision <= new.revision)
+                where=lambda new: ((CASES.c.revision <= new.revision) if expect_revision is None
+                                   else (CASES.c.revision == expect_revision))
                 & (CASES.c.linkedid == new.linkedid),
             )
             if not written:
