@@ -52,6 +52,10 @@ class HotlineConfig:
     twilio_from: str = ""  # the SMS sender, E.164 (+86...)
     twilio_base_url: str = ""  # empty: Twilio's own (https://api.twilio.com)
     twilio_auth_token: str = field(default="", repr=False)
+    # Twilio Voice (carrier/, docs/twilio.md): the public base URL Twilio calls,
+    # e.g. https://hotline.example.org -- webhook signatures are checked
+    # against it, so behind a reverse proxy it must be the proxy's URL.
+    twilio_public_url: str = ""
 
     @property
     def instance_dir(self) -> Path:
@@ -135,6 +139,7 @@ _ENV_KEYS = {
     "HOTLINE_TWILIO_FROM": "twilio_from",
     "HOTLINE_TWILIO_BASE_URL": "twilio_base_url",
     "HOTLINE_TWILIO_AUTH_TOKEN": "twilio_auth_token",
+    "HOTLINE_TWILIO_PUBLIC_URL": "twilio_public_url",
 }
 _PORT_ENV_PREFIX = "HOTLINE_PORT_"  # e.g. HOTLINE_PORT_SIP=15060
 _WECHAT_KEY_PREFIX = "HOTLINE_WECHAT_KEY_"  # e.g. HOTLINE_WECHAT_KEY_DESK, ..._FACIAL

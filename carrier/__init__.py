@@ -1,0 +1,1 @@
+"""Carriers other than Asterisk: Twilio Programmable Voice (docs/twilio.md)."""
