@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, Select, and_, or_, select
 
 from db.models import CallbackRow, CaseRow, PartnerHospitalRow
 from network.notifications import MISSED_OUTCOMES, DueCallback, MissedCall
 
-BATCH = 500  # rows per read; more than that in one window would be a flood anyway
+BATCH = 500  # rows per read; a window holding more is read batch after batch
 
 
 class NotificationSources:
@@ -32,14 +32,13 @@ class NotificationSources:
                        isouter=True)
                  .where(CaseRow.outcome.in_(MISSED_OUTCOMES), CaseRow.team.is_not(None),
                         CaseRow.ended_at.is_not(None), CaseRow.ended_at >= since,
-                        CaseRow.ended_at <= until)
-                 .order_by(CaseRow.ended_at, CaseRow.case_id).limit(BATCH))
-        with self._engine.connect() as conn:
-            return [MissedCall(case_id=r.case_id, team=r.team, outcome=r.outcome,
-                               started_at=r.started_at, ended_at=r.ended_at,
-                               caller_number=r.caller_number, partner=r.caller_class == "partner",
-                               hospital=r.hospital)
-                    for r in conn.execute(query)]
+                        CaseRow.ended_at <= until))
+        rows = self._all(query, CaseRow.ended_at, CaseRow.case_id, "ended_at", "case_id")
+        return [MissedCall(case_id=r.case_id, team=r.team, outcome=r.outcome,
+                           started_at=r.started_at, ended_at=r.ended_at,
+                           caller_number=r.caller_number, partner=r.caller_class == "partner",
+                           hospital=r.hospital)
+                for r in rows]
 
     def due_callbacks(self, since: datetime, until: datetime) -> list[DueCallback]:
         """Open callback tasks due in [since, until], earliest first; the number to call
@@ -49,10 +48,31 @@ class NotificationSources:
                         CallbackRow.number, CaseRow.caller_number, CaseRow.team.label("case_team"))
                  .join(CaseRow, CaseRow.case_id == CallbackRow.case_id, isouter=True)
                  .where(CallbackRow.status == "open", CallbackRow.due_at >= since,
-                        CallbackRow.due_at <= until)
-                 .order_by(CallbackRow.due_at, CallbackRow.id).limit(BATCH))
+                        CallbackRow.due_at <= until))
+        rows = self._all(query, CallbackRow.due_at, CallbackRow.id, "due_at", "id")
+        return [DueCallback(id=r.id, case_id=r.case_id, reason=r.reason, due_at=r.due_at,
+                            team=r.team or r.case_team, owner_surgeon_id=r.owner_surgeon_id,
+                            number=r.number or r.caller_number)
+                for r in rows]
+
+    def _all(self, query: Select, time_col, id_col, time_key: str, id_key: str) -> list:
+        """Every row of `query`, oldest first, read BATCH at a time (keyset pagination).
+
+        A mass-casualty window may hold more than one batch: taking only the
+        oldest BATCH would leave the newer calls without a notice until the old
+        ones left the look-back window, hours later.
+        """
+        rows: list = []
+        after = None
         with self._engine.connect() as conn:
-            return [DueCallback(id=r.id, case_id=r.case_id, reason=r.reason, due_at=r.due_at,
-                                team=r.team or r.case_team, owner_surgeon_id=r.owner_surgeon_id,
-                                number=r.number or r.caller_number)
-                    for r in conn.execute(query)]
+            while True:
+                page = query.order_by(time_col, id_col).limit(BATCH)
+                if after is not None:
+                    page = page.where(or_(time_col > after[0],
+                                          and_(time_col == after[0], id_col > after[1])))
+                batch = conn.execute(page).all()
+                rows.extend(batch)
+                if len(batch) < BATCH:
+                    return rows
+                last = batch[-1]
+                after = (getattr(last, time_key), getattr(last, id_key))

@@ -183,3 +183,24 @@ def test_the_scheduled_job_runs_at_once_on_a_real_scheduler(engine: Engine):
     finally:
         scheduler.shutdown(wait=True)
     assert outbox.keys() == {"missed:c1:1", "missed:c1:desk"}
+
+
+def test_a_window_with_more_missed_calls_than_one_read_misses_none(engine: Engine, monkeypatch):
+    # A mass-casualty hour: more missed calls than one batch, some ending at the
+    # same instant (the keyset must not skip or repeat across a page boundary).
+    import db.notification_sources as sources
+
+    monkeypatch.setattr(sources, "BATCH", 4)
+    seed(engine)
+    ended = [NOW - timedelta(minutes=30) + timedelta(seconds=(i // 3)) for i in range(11)]
+    for i, at in enumerate(ended):
+        add_case(engine, f"c-flood-{i:02d}", ended=at)
+    calls = NotificationSources(engine).missed_calls(NOW - timedelta(hours=1), NOW)
+    assert [c.case_id for c in calls] == [f"c-flood-{i:02d}" for i in range(11)]
+    for i in range(3):
+        add_callback(engine, f"c-flood-{i:02d}", NOW - timedelta(minutes=10))
+    for i in range(3, 9):
+        add_callback(engine, f"c-flood-{i:02d}", NOW - timedelta(minutes=9))
+    due = NotificationSources(engine).due_callbacks(NOW - timedelta(hours=1), NOW)
+    assert len(due) == 9 and len({d.id for d in due}) == 9
+    assert [d.due_at for d in due] == sorted(d.due_at for d in due)
