@@ -226,6 +226,21 @@ def cmd_console(args, config: HotlineConfig) -> int:
     return 0
 
 
+def cmd_twilio(args, config: HotlineConfig) -> int:
+    import waitress
+
+    from carrier.twilio_voice import create_voice_app
+
+    logging.basicConfig(level=config.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_voice_app(config)
+    print(f"Twilio voice webhooks on http://{args.host}:{args.port}/twilio/ "
+          f"(public URL {config.twilio_public_url or 'not set'}; database "
+          f"{_redact(config.db_url)})", flush=True)
+    waitress.serve(app, host=args.host, port=args.port, threads=args.threads, ident="hotline")
+    return 0
+
+
 def cmd_reconcile(args, config: HotlineConfig) -> int:
     from hotline.reconcile import ReconcileError, parse_when, reconcile_window
 
@@ -377,6 +392,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="default: the instance's console port (8608)")
     p.add_argument("--threads", type=int, default=8)
     p.set_defaults(func=cmd_console)
+    p = sub.add_parser("twilio", help="serve the Twilio voice webhooks (second carrier, docs/twilio.md)",
+                       description="Serve /twilio/voice, /menu, /step, /status ... for a Twilio "
+                                   "number (waitress). Every request's X-Twilio-Signature is "
+                                   "checked against HOTLINE_TWILIO_PUBLIC_URL; without the auth "
+                                   "token (HOTLINE_TWILIO_AUTH_TOKEN or twilio.token) every "
+                                   "webhook answers 503. Put it behind a TLS proxy that forwards "
+                                   "/twilio/ only.")
+    p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (loopback only)")
+    p.add_argument("--port", type=int, default=8609, help="default 8609")
+    p.add_argument("--threads", type=int, default=8)
+    p.set_defaults(func=cmd_twilio)
     return parser
 
 
