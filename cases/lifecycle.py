@@ -322,6 +322,29 @@ def set_voicemail(case: Case, at: datetime, path: str) -> None:
     _touch(case)
 
 
+def relocate_recording(case: Case, at: datetime, kind: str, old: str, new: str) -> None:
+    """A recording kept elsewhere (the carrier's URL) now has its local copy at `new`.
+
+    `kind` is "call" or "voicemail". Only the path the case holds may be moved,
+    so a second fetch of the same recording changes nothing.
+    """
+    _check_at(at)
+    if kind not in ("call", "voicemail"):
+        raise CaseError("a recording is of the call or a voicemail")
+    if not isinstance(new, str) or not new:
+        raise CaseError("a recording path is a non-empty string")
+    current = case.recording_path if kind == "call" else case.voicemail_path
+    if current == new:
+        return
+    if current != old:
+        raise CaseError("the case holds another recording than the one moved")
+    if kind == "call":
+        case.recording_path = new
+    else:
+        case.voicemail_path = new
+    _touch(case)
+
+
 def mark_fallback(case: Case, at: datetime) -> None:
     """The static fallback handled this call while the service was unavailable."""
     _check_at(at)

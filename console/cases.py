@@ -24,6 +24,7 @@ from typing import Any
 from flask import (Blueprint, Flask, abort, current_app, redirect, render_template, request,
                    send_file, url_for)
 
+from carrier.twilio_recordings import remote_recordings
 from cases.lifecycle import Case
 from console.auth import audit, current_user, deny, signed_in
 from console.calls import class_word, local, outcome_word, team_word
@@ -96,6 +97,9 @@ add_words({
     "case.download": {"zh": "下载录音", "en": "Download"},
     "case.no_recording": {"zh": "无录音", "en": "No recording"},
     "case.recording_missing": {"zh": "录音文件不可用", "en": "The recording file is not available"},
+    "case.recording_at_carrier": {"zh": "录音尚在 Twilio，服务正在取回（几分钟内可播放）",
+                                  "en": "The recording is still at Twilio; the service is "
+                                        "fetching it (playable within minutes)"},
     "case.audited": {"zh": "每次播放和下载都会记入审计日志", "en": "Every play and download is audited"},
     "case.notes": {"zh": "医生记录与处置", "en": "Notes and disposition"},
     "case.no_notes": {"zh": "暂无记录", "en": "No notes yet"},
@@ -287,6 +291,7 @@ def _render(case: Case, *, note_error: str | None = None, note_text: str = "",
         "case.html", case=case, context=context, notes=notes, events=case_events(case),
         disposition=current_disposition(notes), dispositions=DISPOSITIONS,
         may_add_note=may_add_note(user, case), playable=_playable(case),
+        at_carrier=any(r.kind == "call" for r in remote_recordings(case)),
         ttc=time_to_connect_s(case), note_error=note_error, note_text=note_text,
         note_disposition=note_disposition, max_note=MAX_NOTE, local=local,
         outcome_word=outcome_word, class_word=class_word, team_word=team_word,

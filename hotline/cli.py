@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -233,12 +234,52 @@ def cmd_twilio(args, config: HotlineConfig) -> int:
 
     logging.basicConfig(level=config.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    fetcher = _recording_fetcher(args, config)
+    if args.fetch_recordings:
+        if fetcher is None:
+            return 2
+        since = datetime.now(timezone.utc) - timedelta(days=args.since_days)
+        summary = fetcher.run_once(since=since)
+        print(f"Twilio recordings: {summary} / 录音取回：成功 {summary.fetched}，失败 {summary.failed}")
+        return 1 if summary.failed or summary.not_deleted else 0
     app = create_voice_app(config)
     print(f"Twilio voice webhooks on http://{args.host}:{args.port}/twilio/ "
           f"(public URL {config.twilio_public_url or 'not set'}; database "
           f"{_redact(config.db_url)})", flush=True)
-    waitress.serve(app, host=args.host, port=args.port, threads=args.threads, ident="hotline")
+    stop = threading.Event()
+    if fetcher is not None:
+        threading.Thread(target=fetcher.run_forever, args=(stop, args.fetch_every),
+                         name="twilio-recordings", daemon=True).start()
+        print(f"Twilio recordings are fetched into {config.recordings_dir} every "
+              f"{args.fetch_every:g} s" + ("" if args.keep_at_twilio else
+                                            " and then deleted at Twilio"), flush=True)
+    try:
+        waitress.serve(app, host=args.host, port=args.port, threads=args.threads,
+                       ident="hotline")
+    finally:
+        stop.set()
     return 0
+
+
+def _recording_fetcher(args, config: HotlineConfig):
+    """The Twilio recording fetcher, or None (said on stderr) when it cannot run."""
+    from carrier.twilio_recordings import RecordingFetcher
+    from db.session import make_engine
+
+    token = config.twilio_token()
+    if not config.twilio_account_sid or not token:
+        print("hotline twilio: recordings stay at Twilio (not fetched): set "
+              "HOTLINE_TWILIO_ACCOUNT_SID and the auth token (HOTLINE_TWILIO_AUTH_TOKEN or "
+              "twilio.token) / 录音不会取回：请配置 Twilio 账户 SID 与令牌", file=sys.stderr)
+        return None
+    try:
+        return RecordingFetcher(make_engine(config.db_url), config.recordings_dir,
+                                config.twilio_account_sid, token,
+                                base_url=config.twilio_base_url,
+                                delete_at_twilio=not args.keep_at_twilio)
+    except ValueError as exc:
+        print(f"hotline twilio: recordings not fetched: {exc}", file=sys.stderr)
+        return None
 
 
 def cmd_reconcile(args, config: HotlineConfig) -> int:
@@ -402,6 +443,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (loopback only)")
     p.add_argument("--port", type=int, default=8609, help="default 8609")
     p.add_argument("--threads", type=int, default=8)
+    p.add_argument("--fetch-every", type=float, default=15.0, metavar="SECONDS",
+                   help="how often recordings still at Twilio are fetched into the recordings "
+                        "dir (needs HOTLINE_TWILIO_ACCOUNT_SID; default 15)")
+    p.add_argument("--keep-at-twilio", action="store_true",
+                   help="keep each recording at Twilio after fetching it (default: delete it "
+                        "there once the case points at the local copy)")
+    p.add_argument("--fetch-recordings", action="store_true",
+                   help="do not serve: fetch the recordings still at Twilio once and exit "
+                        "(exit 1 if any failed or could not be deleted there)")
+    p.add_argument("--since-days", type=int, default=14, metavar="DAYS",
+                   help="with --fetch-recordings: cases started in the last DAYS (default 14)")
     p.set_defaults(func=cmd_twilio)
     return parser
 

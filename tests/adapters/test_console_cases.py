@@ -283,3 +283,17 @@ def test_without_a_recordings_dir_nothing_is_served(seeded):
     client = signed_in_client(app, "sup")
     assert client.get("/cases/C-1/recording", buffered=True).status_code == 404
     assert "<audio" not in client.get("/cases/C-1").get_data(as_text=True)
+
+
+def test_a_recording_still_at_twilio_is_announced_not_linked(app, seeded):
+    """A Twilio case's recording before carrier.twilio_recordings fetched it: the
+    page says it is on its way; nothing is served from (or redirected to) Twilio."""
+    url = "https://api.twilio.com/2010-04-01/Accounts/AC" + "1" * 32 + "/Recordings/RE" + "2" * 32
+    CaseRepository(seeded).save(build("C-13", NOW - timedelta(minutes=5),
+                                      rings=((1, "accepted", 5),), recording=url))
+    client = signed_in_client(app, "sup")
+    page = client.get("/cases/C-13").get_data(as_text=True)
+    assert 'id="recording-at-carrier"' in page and "<audio" not in page
+    assert "api.twilio.com" not in page
+    response = client.get("/cases/C-13/recording", buffered=True)
+    assert response.status_code == 404 and "Location" not in response.headers

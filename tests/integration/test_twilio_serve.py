@@ -24,8 +24,10 @@ from typing import Iterator
 import pytest
 from twilio.request_validator import RequestValidator
 
+from db.repo import CaseRepository
 from db.seed import DEMO_PARTNER_NUMBER, demo_chain_phones, seed_demo
 from db.session import make_engine, migrate
+from tests.support.notify_server import Answer, StubServer
 
 REPO = Path(__file__).resolve().parents[2]
 PUBLIC = "https://hotline.example.org"
@@ -37,14 +39,21 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _serve(var_dir: Path, port: int, token: str | None) -> subprocess.Popen:
+def _env(var_dir: Path, token: str | None, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")}
     env.update(HOTLINE_VAR_DIR=str(var_dir), HOTLINE_INSTANCE="tw",
-               HOTLINE_TWILIO_PUBLIC_URL=PUBLIC)
+               HOTLINE_TWILIO_PUBLIC_URL=PUBLIC, **extra)
     if token:
         env["HOTLINE_TWILIO_AUTH_TOKEN"] = token
-    process = subprocess.Popen([sys.executable, "-m", "hotline", "twilio", "--port", str(port)],
-                               env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return env
+
+
+def _serve(var_dir: Path, port: int, token: str | None, *args: str,
+           **extra: str) -> subprocess.Popen:
+    process = subprocess.Popen([sys.executable, "-m", "hotline", "twilio", "--port", str(port),
+                                *args],
+                               env=_env(var_dir, token, **extra), cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -128,3 +137,87 @@ def test_without_a_token_every_webhook_fails_closed(var_dir: Path):
         process.terminate()
         output = process.communicate(timeout=15)[0].decode()
     assert "Twilio auth token missing" in output
+
+
+def _wav() -> bytes:
+    import io
+    import wave
+
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"\x00\x00" * 16000)
+    return buffer.getvalue()
+
+
+def test_recordings_are_fetched_home_and_deleted_at_twilio(var_dir: Path):
+    """The running service downloads a call's recording from (a local stand-in for)
+    Twilio's API, points the case at the file and deletes Twilio's copy; the
+    one-shot `--fetch-recordings` does the same for what is left."""
+    token, port = secrets.token_hex(16), _free_port()
+    account = "AC" + secrets.token_hex(16)
+    media = _wav()
+
+    def respond(request):
+        if request.method == "GET" and request.path.endswith(".wav"):
+            return Answer(200, media, "audio/x-wav")
+        if request.method == "DELETE":
+            return Answer(204, b"", "text/plain")
+        return Answer(404, b"{}")
+    api = StubServer(respond=respond)
+    cases = CaseRepository(make_engine(f"sqlite:///{var_dir}/tw.db"))
+    recordings = var_dir / "recordings" / "tw"
+
+    def signed_post(path: str, params: dict[str, str]):
+        signature = RequestValidator(token).compute_signature(PUBLIC + path, params)
+        status, body = _post(port, path, params, signature)
+        assert status in (200, 204), body
+
+    def call_with_recording() -> tuple[str, str]:
+        call_sid, rec_sid = "CA" + secrets.token_hex(16), "RE" + secrets.token_hex(16)
+        signed_post("/twilio/voice", {"CallSid": call_sid, "From": "+8613912345678"})
+        url = f"https://api.twilio.com/2010-04-01/Accounts/{account}/Recordings/{rec_sid}"
+        signed_post("/twilio/recording?kind=call",
+                    {"CallSid": call_sid, "RecordingSid": rec_sid, "RecordingUrl": url,
+                     "RecordingStatus": "completed", "RecordingDuration": "2"})
+        return call_sid, rec_sid
+
+    process = _serve(var_dir, port, token, "--fetch-every", "0.5",
+                     HOTLINE_TWILIO_ACCOUNT_SID=account, HOTLINE_TWILIO_BASE_URL=api.url)
+    try:
+        call_sid, rec_sid = call_with_recording()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            case = cases.get_by_linkedid(call_sid)
+            if not case.recording_path.startswith("https://"):
+                break
+            time.sleep(0.2)
+        local = Path(case.recording_path)
+        assert local.parent == recordings.resolve() and local.read_bytes() == media
+        assert api.wait_for(2)[-1].method == "DELETE"
+        assert [(r.method, r.path.rsplit("/", 1)[1]) for r in api.requests] == [
+            ("GET", rec_sid + ".wav"), ("DELETE", rec_sid + ".json")]
+    finally:
+        process.terminate()
+        process.communicate(timeout=15)
+
+    # With the service down, the one-shot sweep fetches what arrived meanwhile.
+    process = _serve(var_dir, port, token, "--fetch-every", "3600",
+                     HOTLINE_TWILIO_ACCOUNT_SID=account, HOTLINE_TWILIO_BASE_URL="http://127.0.0.1:9")
+    try:
+        later_sid, _ = call_with_recording()
+    finally:
+        process.terminate()
+        process.communicate(timeout=15)
+    swept = subprocess.run(
+        [sys.executable, "-m", "hotline", "twilio", "--fetch-recordings", "--keep-at-twilio"],
+        env=_env(var_dir, token, HOTLINE_TWILIO_ACCOUNT_SID=account,
+                 HOTLINE_TWILIO_BASE_URL=api.url),
+        cwd=REPO, capture_output=True, text=True, timeout=60)
+    api.close()
+    assert swept.returncode == 0, swept.stdout + swept.stderr
+    assert "fetched 1, failed 0" in swept.stdout
+    assert Path(cases.get_by_linkedid(later_sid).recording_path).is_file()
+    assert [r.method for r in api.requests] == ["GET", "DELETE", "GET"]  # kept at Twilio

@@ -84,7 +84,7 @@ class StubServer:
                 self.end_headers()
                 self.wfile.write(answer.body)
 
-            do_POST = do_GET = _handle
+            do_POST = do_GET = do_DELETE = _handle
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
