@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urlencode
@@ -29,15 +29,19 @@ from carrier import twiml
 from cases import lifecycle
 from cases.lifecycle import Case, CaseError
 from db.blocklist import BlockList
+from db.incidents import IncidentStore
 from db.repo import CaseConflict, CaseRepository, RosterRepository
 from db.users import AuditLog
-from ivr.calls import (BLOCKED, CALLBACK_EVENT, NURSE_TEAM, REFERRAL_TEAM, attempt_result,
-                       duty_nurse_step, menu_choice, menu_teams, new_case_id, open_call_case,
-                       team_chain, whisper_prompt)
+from ivr.calls import (BLOCKED, CALLBACK_EVENT, INCIDENT, INCIDENT_LABEL, NURSE_TEAM,
+                       REFERRAL_TEAM, attempt_result, duty_nurse_step, menu_choice, menu_teams,
+                       new_case_id, open_call_case, team_chain, whisper_prompt)
 from ivr.menu import Menu
 from network.callbacks import REQUESTED_LABEL
+from network.incidents import Incident, active, in_incident
 from routing.callers import CallerClass, safe_text
-from routing.escalation import AttemptOutcome, Dial, Stop, Voicemail, next_decision
+from routing.escalation import (CHAIN, AttemptOutcome, ChainStep, Dial, EscalationChain, Stop,
+                                Voicemail, next_decision)
+from routing.queue import QUEUE_SETTINGS, queue_members
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +59,7 @@ RECORDING_URL = re.compile(
     re.ASCII)
 SEQ = re.compile(r"[1-9][0-9]{0,2}", re.ASCII)
 SMALL = re.compile(r"[0-9]{1,2}", re.ASCII)
+GROUP = re.compile(r"[1-9][0-9]?", re.ASCII)  # legs rung at once by one <Dial>
 DIGITS = re.compile(r"[0-9*#]{0,20}", re.ASCII)
 SECONDS = re.compile(r"[0-9]{1,6}", re.ASCII)
 KIND = re.compile(r"call|voicemail", re.ASCII)
@@ -88,6 +93,7 @@ class VoiceServices:
     public_url: str  # "https://host[:port][/prefix]"; "": the request's own URL
     clock: Callable[[], datetime]
     new_id: Callable[[datetime], str] = new_case_id
+    incidents: Callable[[], Sequence[Incident]] = tuple  # major incidents not switched off
 
 
 bp = Blueprint("twilio_voice", __name__, url_prefix=PREFIX)
@@ -195,8 +201,51 @@ def _chain(case: Case):
     """
     services = _services()
     at = case.menu[-1].at if case.menu else case.started_at
+    if _incident_call(case):
+        # Major-incident mode: the team rings all at once (_ring_all), so after
+        # that only the duty nurse, then voicemail -- as after app_queue on Asterisk.
+        return EscalationChain(team=case.team or NURSE_TEAM, steps=(), repeats=0)
     roster = services.rosters.load(at - timedelta(days=1), at + timedelta(days=1))
     return team_chain(roster, case.team or NURSE_TEAM, at)
+
+
+def _incident_call(case: Case) -> bool:
+    return any(event.choice == INCIDENT for event in case.menu)
+
+
+def _incident_members(case: Case, team: str, at: datetime) -> list:
+    """Who rings at once for a major-incident call: everyone on call for `team`
+    when it was routed, but not a surgeon who already declined it."""
+    roster = _services().rosters.load(at - timedelta(days=1), at + timedelta(days=1))
+    declined = {a.phone for a in case.attempts if a.outcome is AttemptOutcome.DECLINED}
+    members = [m for m in queue_members(roster, team, at).values() if m.phone not in declined]
+    return members[:twiml.MAX_NUMBERS]
+
+
+def _ring_all(case: Case, at: datetime, intro: list[str]) -> str:
+    """Major-incident mode: ring every on-call surgeon of the team at once, round
+    after round until the queue's wait is over; then the duty nurse, then voicemail."""
+    routed_at = next(e.at for e in case.menu if e.choice == INCIDENT)
+    members = _incident_members(case, case.team or "", routed_at)
+    if members and at - routed_at < timedelta(seconds=QUEUE_SETTINGS.max_wait_s):
+        first = len(case.attempts) + 1
+        for offset, member in enumerate(members):
+            lifecycle.start_attempt(case, at, first + offset, CHAIN, ChainStep(
+                member.surgeon_id, member.name, member.phone, member.role, 0))
+        return _dial_group(case, case.attempts[first - 1:], intro)
+    decision = next_decision(_chain(case), lifecycle.routing_attempts(case),
+                             duty_nurse_step(_services().menu))
+    return _act(case, decision, at, intro)
+
+
+def _dial_group(case: Case, attempts, intro: list[str]) -> str:
+    """The <Dial> ringing these attempts' phones at once (each with its own whisper)."""
+    menu = _services().menu
+    return twiml.dial_all(
+        intro, case.language,
+        [(a.phone, _url("whisper", seq=a.seq)) for a in attempts],
+        QUEUE_SETTINGS.member_ring_s, action=_url("step-done", seq=attempts[0].seq, n=len(attempts)),
+        recording_callback=_url("recording", kind="call") if menu.record_calls else None)
 
 
 def _prompt(case: Case, name: str) -> str:
@@ -228,6 +277,10 @@ def _route(case: Case, team: str, at: datetime, intro: list[str]) -> str:
     lifecycle.set_team(case, at, team)
     if _services().menu.record_calls:
         intro = intro + [_prompt(case, "consent")]
+    if (team != NURSE_TEAM and in_incident(_services().incidents(), team, at)
+            and _incident_members(case, team, at)):
+        lifecycle.record_menu(case, at, INCIDENT, INCIDENT_LABEL)
+        return _ring_all(case, at, intro + [_prompt(case, "incident_queue")])
     decision = next_decision(_chain(case), lifecycle.routing_attempts(case),
                              duty_nurse_step(_services().menu))
     return _act(case, decision, at, intro)
@@ -238,6 +291,12 @@ def _current(case: Case, at: datetime) -> str:
     if case.ended_at is not None or case.connected_seq is not None:
         return twiml.goodbye([], case.language)
     attempts = lifecycle.routing_attempts(case)
+    if _incident_call(case):
+        ringing = [a for a in case.attempts if a.ended_at is None]
+        if ringing and ringing[0].kind == CHAIN:
+            return _dial_group(case, ringing, [])
+        if not ringing:
+            return _ring_all(case, at, [])
     if attempts and attempts[-1].outcome is None:
         attempts = attempts[:-1]  # re-render the dial still ringing, not the next one
     decision = next_decision(_chain(case), attempts, duty_nurse_step(_services().menu))
@@ -295,9 +354,12 @@ def voice():
                 return twiml.goodbye([_prompt(case, "goodbye")], case.language)
             if case.team is not None or case.ended_at is not None:
                 return _current(case, at)
+            # In major-incident mode every caller hears the announcement first.
+            intro = [_prompt(case, "incident")] if active(services.incidents(), at) else []
             if case.caller.caller_class is CallerClass.PARTNER:
-                return _route(case, REFERRAL_TEAM, at, [_prompt(case, "partner_greeting")])
-            return _menu(case, 0, [])
+                return _route(case, REFERRAL_TEAM, at,
+                              intro + [_prompt(case, "partner_greeting")])
+            return _menu(case, 0, intro)
         return _update(call_sid, start)
     return _caller_facing(handle)
 
@@ -392,6 +454,9 @@ def accept():
         if (digits == "1" and attempt.ended_at is None and case.ended_at is None
                 and case.connected_seq is None):
             lifecycle.mark_connected(case, at, seq)
+            for other in case.attempts:  # a ring-all group: Twilio hung up the others
+                if other.ended_at is None:
+                    lifecycle.end_attempt(case, at, other.seq, AttemptOutcome.CANCELLED)
             logger.info("twilio accepted case=%s attempt=%d", case.case_id, seq)
             return twiml.bridge()
         if digits == "2" and attempt.ended_at is None:
@@ -408,23 +473,30 @@ def step_done():
     """The <Dial> of attempt `seq` is over: record how, and ring the next phone."""
     call_sid = _field("CallSid", CALL_SID)
     seq = int(_field("seq", SEQ, query=True))
+    legs = int(_field("n", GROUP, query=True, default="1"))
     status = _field("DialCallStatus", re.compile("|".join(map(re.escape, DIAL_STATUS))))
 
     def change(case: Case, at: datetime) -> str:
-        attempt = case.attempt(seq)
-        if attempt is None:
+        group = [case.attempt(s) for s in range(seq, seq + legs)]
+        if any(attempt is None for attempt in group):
             raise BadRequest("seq")
-        if attempt.ended_at is None:
+        for attempt in group:
+            if attempt.ended_at is not None:
+                continue
             # Acceptance is what /accept recorded, never DialCallStatus: a leg
-            # the whisper hung up still reads "completed".
-            outcome, answered, _ = attempt_result(DIAL_STATUS[status], "", None, None)
+            # the whisper hung up still reads "completed". Of legs rung at once
+            # Twilio does not say which one picked up: none is marked answered.
+            outcome, answered, _ = attempt_result(
+                DIAL_STATUS[status] if legs == 1 else "NOANSWER", "", None, None)
             if case.ended_at is not None and outcome is AttemptOutcome.NO_ANSWER:
                 outcome = AttemptOutcome.CANCELLED
-            lifecycle.end_attempt(case, at, seq, outcome, answered=answered)
-        if seq < len(case.attempts):
+            lifecycle.end_attempt(case, at, attempt.seq, outcome, answered=answered)
+        if seq + legs - 1 < len(case.attempts):
             return _current(case, at)  # a retried request: the next step has begun
         if case.ended_at is not None or case.connected_seq is not None:
             return twiml.goodbye([], case.language)  # the bridged call is over
+        if _incident_call(case):
+            return _ring_all(case, at, [_prompt(case, "hold")])
         decision = next_decision(_chain(case), lifecycle.routing_attempts(case),
                                  duty_nurse_step(_services().menu))
         return _act(case, decision, at, [_prompt(case, "hold")])
@@ -547,6 +619,6 @@ def create_voice_app(config=None, *, menu: Menu | None = None, engine: Engine | 
         menu=menu, cases=CaseRepository(engine, clock=clock), rosters=RosterRepository(engine),
         blocked=BlockList(engine, clock).active, audit=AuditLog(engine, clock=clock),
         token=token or None, public_url=(public_url or "").rstrip("/"), clock=clock,
-        new_id=new_id)
+        new_id=new_id, incidents=IncidentStore(engine, clock=clock).active)
     app.register_blueprint(bp)
     return app

@@ -58,6 +58,21 @@ def dial(texts: Sequence[str], language: str, phone: str, ring_s: int, action: s
     `recording_callback`: record the bridged call (from the answer, both sides)
     and report it there; None: no recording.
     """
+    return dial_all(texts, language, [(phone, whisper)], ring_s, action, recording_callback)
+
+
+MAX_NUMBERS = 10  # Twilio rings at most ten <Number>s of one <Dial> at once
+
+
+def dial_all(texts: Sequence[str], language: str, legs: Sequence[tuple[str, str]], ring_s: int,
+             action: str, recording_callback: str | None) -> str:
+    """Say `texts`, then ring every (phone, whisper URL) of `legs` at once.
+
+    Twilio connects the first leg to pick up and hangs up the others; that
+    leg's whisper still decides whether it is bridged (press 1).
+    """
+    if not 1 <= len(legs) <= MAX_NUMBERS:
+        raise TwimlError(f"one <Dial> rings 1..{MAX_NUMBERS} phones")
     response = VoiceResponse()
     _say(response, texts, language)
     options = {"action": action, "method": "POST", "timeout": ring_s}
@@ -66,7 +81,8 @@ def dial(texts: Sequence[str], language: str, phone: str, ring_s: int, action: s
                        recording_status_callback=recording_callback,
                        recording_status_callback_method="POST")
     node = response.dial(**options)
-    node.number(e164(phone), url=whisper, method="POST")
+    for phone, whisper_url in legs:
+        node.number(e164(phone), url=whisper_url, method="POST")
     return str(response)
 
 

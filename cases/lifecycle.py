@@ -24,8 +24,10 @@ from routing.escalation import (
 )
 
 LANGUAGES = frozenset({"zh", "en"})
+# blocked: a caller on the block list; incident: routed in major-incident mode
+# (every surgeon on call rung at once); both recorded by ivr.calls' users.
 MENU_CHOICES = frozenset({"1", "2", "3", "4", "5", "6", "7", "8", "0", "9", "timeout", "invalid", "partner",
-                          "blocked"})  # blocked: a caller on the block list (ivr.calls)
+                          "blocked", "incident"})
 HANGUP_BY = frozenset({"caller", "surgeon", "system"})
 LABEL_MAX = 128
 

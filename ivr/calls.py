@@ -45,6 +45,8 @@ CALLBACK_EVENT = "callback"  # the caller chose "call me back" (menu.callback_ke
 PARTNER_LABEL = "partner hospital fast lane"
 BLOCKED = "blocked"  # the menu choice recorded for a caller on the block list
 BLOCKED_LABEL = "blocked caller: goodbye, nobody rung"
+INCIDENT = "incident"  # the menu event of a call routed in major-incident mode
+INCIDENT_LABEL = "major incident: every surgeon on call rung at once"
 QUEUE_EXITS = frozenset({"TIMEOUT", "FULL", "JOINEMPTY", "LEAVEEMPTY", "JOINUNAVAIL",
                          "LEAVEUNAVAIL", "CONTINUE", ""})
 ROUTE_KEYS = frozenset("0123456789") | {"partner", "retries"}
@@ -275,6 +277,7 @@ class CallDesk:
             # app_queue; after the queue only the duty nurse, then voicemail.
             live.chain = EscalationChain(team=team, steps=(), repeats=0)
             live.queue, live.queued = queue_name(team), True
+            lifecycle.record_menu(live.case, at, INCIDENT, INCIDENT_LABEL)
             self.sink.submit(live.case)
             return self._queue_instruction(live)
         live.chain = prefer_free(team_chain(roster, team, at), self._busy_phones(live))

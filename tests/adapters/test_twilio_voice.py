@@ -391,3 +391,97 @@ def test_english_then_callback_request(app, engine):
     case = cases.get_by_linkedid(call.sid)
     assert case.language == "en" and [m.choice for m in case.menu] == ["9", MENU.callback_key]
     assert [t.case_id for t in cases.callbacks()] == [case.case_id]
+
+
+# -- major-incident mode: the team's on-call surgeons ring at once -----------------
+class SteppingClock(Clock):
+    """Clock that the test can also move on by whole minutes."""
+
+    def jump(self, seconds: int) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def incident_app(app, engine):
+    from db.incidents import IncidentStore
+
+    IncidentStore(engine, clock=lambda: T0 - timedelta(minutes=5)).switch_on(
+        "facial", "admin", "高速连环车祸")
+    clock = SteppingClock()
+    voice = create_voice_app(menu=MENU, engine=engine, clock=clock, token=TOKEN,
+                             public_url=PUBLIC)
+    return voice, clock
+
+
+def test_incident_rings_every_on_call_surgeon_at_once_and_one_accepts(incident_app, engine):
+    app, _ = incident_app
+    call = Call(app.test_client())
+    root = twiml(call.post("/twilio/voice"))
+    gather = root[0]
+    assert [s.text for s in gather] == [MENU.prompts["zh"]["incident"],
+                                        MENU.prompts["zh"]["greeting"]]
+
+    root = twiml(call.post(gather.get("action"), Digits="1"))
+    assert tags(root) == ["Say", "Say", "Dial"]
+    assert [root[0].text, root[1].text] == [MENU.prompts["zh"]["consent"],
+                                            MENU.prompts["zh"]["incident_queue"]]
+    dial = dial_of(root)
+    assert dial.get("action") == f"{PUBLIC}/twilio/step-done?seq=1&n=2"
+    assert dial.get("timeout") == "45"
+    assert [(n.text, n.get("url")) for n in dial] == [
+        ("+86" + PRIMARY, f"{PUBLIC}/twilio/whisper?seq=1"),
+        ("+86" + BACKUP, f"{PUBLIC}/twilio/whisper?seq=2")]
+    # A retried request renders the same group: nobody is rung twice.
+    again = dial_of(twiml(call.post("/twilio/step")))
+    assert again.get("action") == dial.get("action") and len(again) == 2
+
+    # The backup picks up first (Twilio hangs up the primary's leg) and presses 1.
+    whisper = twiml(call.leg(dial[1].get("url")))
+    assert tags(twiml(call.leg(whisper[0].get("action"), Digits="1"))) == []
+    case = CaseRepository(engine).get_by_linkedid(call.sid)
+    assert [(a.phone, a.outcome) for a in case.attempts] == [
+        (PRIMARY, AttemptOutcome.CANCELLED), (BACKUP, AttemptOutcome.ACCEPTED)]
+    assert tags(twiml(call.post(dial.get("action"), DialCallStatus="completed"))) == ["Hangup"]
+    assert call.post("/twilio/status", CallStatus="completed").status_code == 204
+    case = CaseRepository(engine).get_by_linkedid(call.sid)
+    assert [m.choice for m in case.menu] == ["1", "incident"]
+    assert case.outcome == "connected" and case.connected_surgeon_id == 2
+
+
+def test_incident_rounds_until_the_wait_is_over_then_nurse_then_voicemail(incident_app, engine):
+    app, clock = incident_app
+    call = Call(app.test_client())
+    twiml(call.post("/twilio/voice"))
+    dial = dial_of(twiml(call.post("/twilio/menu?ev=0&try=0", Digits="1")))
+    # The primary declines: the next round rings only the backup.
+    whisper = twiml(call.leg(dial[0].get("url")))
+    assert tags(twiml(call.leg(whisper[0].get("action"), Digits="2"))) == ["Hangup"]
+    dial = dial_of(twiml(call.post(dial.get("action"), DialCallStatus="completed")))
+    assert [n.text for n in dial] == ["+86" + BACKUP]
+    assert dial.get("action") == f"{PUBLIC}/twilio/step-done?seq=3&n=1"
+    # Nobody answers; while the queue's wait lasts, round after round.
+    clock.jump(60)
+    dial = dial_of(twiml(call.post(dial.get("action"), DialCallStatus="no-answer")))
+    assert [n.text for n in dial] == ["+86" + BACKUP] and "seq=4" in dial.get("action")
+    clock.jump(180)  # past the queue's max wait: the duty nurse, once
+    dial = dial_of(twiml(call.post(dial.get("action"), DialCallStatus="no-answer")))
+    assert [n.text for n in dial] == ["+86" + MENU.duty_nurse_number]
+    assert dial.get("timeout") != "45" and "n=" not in dial.get("action")
+    root = twiml(call.post(dial.get("action"), DialCallStatus="no-answer"))
+    assert tags(root)[-1] == "Record"
+    case = CaseRepository(engine).get_by_linkedid(call.sid)
+    assert [(a.phone, a.outcome) for a in case.attempts] == [
+        (PRIMARY, AttemptOutcome.DECLINED), (BACKUP, AttemptOutcome.NO_ANSWER),
+        (BACKUP, AttemptOutcome.NO_ANSWER), (BACKUP, AttemptOutcome.NO_ANSWER),
+        (MENU.duty_nurse_number, AttemptOutcome.NO_ANSWER)]
+
+
+def test_incident_for_another_team_leaves_this_one_ringing_one_by_one(app, engine):
+    from db.incidents import IncidentStore
+
+    IncidentStore(engine, clock=lambda: T0 - timedelta(minutes=5)).switch_on("referral", "admin")
+    call = Call(app.test_client())
+    gather = twiml(call.post("/twilio/voice"))[0]
+    assert gather[0].text == MENU.prompts["zh"]["incident"]  # every caller hears it
+    dial = dial_of(twiml(call.post(gather.get("action"), Digits="1")))
+    assert [n.text for n in dial] == ["+86" + PRIMARY] and dial.get("timeout") == "25"
