@@ -38,7 +38,7 @@ from ivr.calls import (BLOCKED, CALLBACK_EVENT, INCIDENT, INCIDENT_LABEL, NURSE_
 from ivr.menu import Menu
 from network.callbacks import REQUESTED_LABEL
 from network.incidents import Incident, active, in_incident
-from routing.callers import CallerClass, safe_text
+from routing.callers import CallerClass, mask_number, safe_text
 from routing.escalation import (CHAIN, AttemptOutcome, ChainStep, Dial, EscalationChain, Stop,
                                 Voicemail, next_decision)
 from routing.queue import QUEUE_SETTINGS, queue_members
@@ -347,7 +347,7 @@ def voice():
             except CaseConflict:
                 pass  # a retried request opened it first: go on with that one
             logger.info("twilio call started case=%s class=%s caller=%s", case.case_id,
-                        case.caller.caller_class.value, case.caller.raw_safe)
+                        case.caller.caller_class.value, mask_number(case.caller.raw_safe))
 
         def start(case: Case, at: datetime) -> str:
             if case.menu and case.menu[0].choice == BLOCKED:

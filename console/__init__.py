@@ -157,7 +157,19 @@ def _register_page_context(app: Flask) -> None:
     def page_context() -> dict[str, Any]:
         user = current_user()
         return {"t": t, "lang": current_lang(), "user": user,
-                "nav": nav_for(user, app) if user else []}
+                "nav": nav_for(user, app) if user else [], "listed_number": listed_number}
+
+
+def listed_number(text: str | None) -> str:
+    """A caller's number as a list shows it to the signed-in user: whole for the
+    duty desk (admin, supervisor), masked for everyone else."""
+    from console.auth import current_user
+    from routing.callers import mask_number
+
+    user = current_user()
+    if user is not None and user.role.sees_full_numbers:
+        return text or ""
+    return mask_number(text)
 
 
 def wants_json() -> bool:

@@ -32,6 +32,7 @@ from network.callbacks import (
     NumberUnknown,
     TaskClosed,
 )
+from routing.callers import mask_number
 
 bp = Blueprint("api_callbacks", __name__, url_prefix="/api/v1")
 NAV: list = []
@@ -47,17 +48,20 @@ def _store() -> CallbackStore:
     return CallbackStore(hub.engine, clock=hub.clock)
 
 
-def task_json(task: CallbackTask, now, row: CallbackListRow | None = None) -> dict[str, Any]:
+def task_json(task: CallbackTask, now, row: CallbackListRow | None = None,
+              full_numbers: bool = True) -> dict[str, Any]:
+    """One callback task; `full_numbers` False (a list for a masked role) masks the numbers."""
+    shown = (lambda text: text) if full_numbers else mask_number
     body: dict[str, Any] = {
         "id": task.id, "case_id": task.case_id, "reason": task.reason.value,
         "due_at": iso(task.due_at), "overdue": task.overdue(now), "status": task.status.value,
-        "number": task.number, "team": task.team, "owner_surgeon_id": task.owner_surgeon_id,
+        "number": shown(task.number) or None, "team": task.team, "owner_surgeon_id": task.owner_surgeon_id,
         "attempts": task.attempts, "placed_at": iso(task.placed_at), "placed_by": task.placed_by,
         "callback_case_id": task.callback_case_id, "closed_at": iso(task.closed_at),
         "closed_by": task.closed_by, "note": task.note, "created_at": iso(task.created_at),
     }
     if row is not None:
-        body["caller_raw_safe"] = row.caller_raw_safe
+        body["caller_raw_safe"] = shown(row.caller_raw_safe)
         body["owner_name"] = row.owner_name
         body["case_started_at"] = iso(row.case_started_at)
     return body
@@ -99,7 +103,8 @@ def list_callbacks():
     token = current_token()
     now = services().clock()
     rows = _store().list(view, surgeon_id=token.surgeon_id, now=now)
-    return jsonify({"callbacks": [task_json(r.task, now, r) for r in rows], "view": view})
+    full = current_token().role.sees_full_numbers
+    return jsonify({"callbacks": [task_json(r.task, now, r, full) for r in rows], "view": view})
 
 
 @bp.post("/callbacks/<task_id>/place")

@@ -64,6 +64,7 @@ from db.calls_query import (
     list_calls,
 )
 from db.tokens import TokenRole
+from routing.callers import mask_number
 
 bp = Blueprint("api_console", __name__, url_prefix="/api/v1")
 NAV: list = []
@@ -79,11 +80,13 @@ def register(app: Flask, csrf) -> None:
 # --------------------------------------------------------------------------- JSON out
 
 
-def call_json(row: CallRow) -> dict[str, Any]:
+def call_json(row: CallRow, full_numbers: bool = True) -> dict[str, Any]:
+    """One call of a list; `full_numbers` False masks the caller's number (139****5678)."""
+    shown = (lambda text: text) if full_numbers else mask_number
     return {
         "case_id": row.case_id,
         "started_at": iso(row.started_at),
-        "caller": {"number": row.caller_number, "raw_safe": row.caller_raw_safe,
+        "caller": {"number": shown(row.caller_number) or None, "raw_safe": shown(row.caller_raw_safe),
                    "class": row.caller_class, "hospital_id": row.hospital_id,
                    "hospital_name": row.hospital_name},
         "team": row.team, "team_name_zh": row.team_name_zh, "team_name_en": row.team_name_en,
@@ -168,7 +171,7 @@ def calls():
                       after=query.after, before=query.before, only_surgeon=_token_surgeon())
     filters = query.filters
     return jsonify({
-        "calls": [call_json(row) for row in page.rows],
+        "calls": [call_json(row, current_token().role.sees_full_numbers) for row in page.rows],
         "next": page.next,
         "prev": page.prev,
         "limit": query.limit,

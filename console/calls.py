@@ -52,6 +52,7 @@ from db.calls_query import (
 )
 from db.users import User
 from oncall.model import HOTLINE_TZ
+from routing.callers import mask_number
 
 bp = Blueprint("calls", __name__, url_prefix="/calls")
 NAV = [("calls.index", "calls", ())]
@@ -445,11 +446,13 @@ class _Words:
     outcomes: dict[str, str]
     classes: dict[str, str]
     english: bool
+    full_numbers: bool  # else callers' numbers are masked (UserRole.sees_full_numbers)
 
 
 def _words() -> _Words:
+    user = current_user()
     return _Words({o: outcome_word(o) for o in OUTCOMES}, {c: class_word(c) for c in CLASSES},
-                  current_lang() == "en")
+                  current_lang() == "en", user is not None and user.role.sees_full_numbers)
 
 
 def _cells(row: CallRow, words: _Words) -> list[Any]:
@@ -459,7 +462,7 @@ def _cells(row: CallRow, words: _Words) -> list[Any]:
     return [
         row.case_id,
         row.started_at.astimezone(LOCAL).replace(tzinfo=None, microsecond=0),
-        row.caller_raw_safe,
+        row.caller_raw_safe if words.full_numbers else mask_number(row.caller_raw_safe),
         words.classes.get(row.caller_class, row.caller_class),
         row.hospital_name or "",
         team,

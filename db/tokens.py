@@ -51,6 +51,12 @@ class TokenRole(str, enum.Enum):
     CALENDAR = "calendar"  # the .ics feeds only
 
     @property
+    def sees_full_numbers(self) -> bool:
+        """As for console users (db.users.UserRole.sees_full_numbers): lists are masked
+        for department heads' and surgeons' tokens."""
+        return self in (TokenRole.ADMIN, TokenRole.SUPERVISOR)
+
+    @property
     def bound(self) -> bool:
         """Whether a token of this role acts as one surgeon (and must name them)."""
         return self in (TokenRole.DEPARTMENT_HEAD, TokenRole.SURGEON)

@@ -43,6 +43,13 @@ class UserRole(str, enum.Enum):
     def sees_all_cases(self) -> bool:
         return self is not UserRole.SURGEON
 
+    @property
+    def sees_full_numbers(self) -> bool:
+        """Whether lists show callers' whole numbers: the duty desk acts on them;
+        department heads and surgeons see them masked (139****5678) in lists and
+        whole only on a case page they may open (docs/privacy.md)."""
+        return self in (UserRole.ADMIN, UserRole.SUPERVISOR)
+
 
 class UserError(ValueError):
     """A user cannot be created or changed as asked (the message says why)."""

@@ -11,6 +11,7 @@ import logging
 from typing import Protocol
 
 from oncall.model import Surgeon
+from network.notifications import mask_numbers
 from oncall.notices import Notice
 
 logger = logging.getLogger(__name__)
@@ -38,8 +39,9 @@ class LogNotifier:
 
     def send(self, notice: Notice, recipient: Surgeon | None) -> None:
         who = "duty desk" if recipient is None else f"surgeon {recipient.id} {recipient.name}"
+        # Logs never hold whole phone numbers (issue 9): the notice's are cut to four digits.
         self._log.info("notice %s %s to %s: %s", escape(notice.key), notice.kind, escape(who),
-                       escape(notice.text_zh))
+                       escape(mask_numbers(notice.text_zh)))
 
 
 def escape(text: str) -> str:

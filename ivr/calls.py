@@ -22,7 +22,7 @@ from network.callbacks import REQUESTED_LABEL
 from network.incidents import Incident, teams_in_incident
 from oncall.model import HOTLINE_TZ, Roster
 from routing.busy import prefer_free
-from routing.callers import CallerClass, classify, safe_text
+from routing.callers import CallerClass, classify, mask_number, safe_text
 from routing.queue import (MEMBER_CONTEXT, member_interface, queue_members, queue_name,
                            queue_priority)
 from routing.escalation import (
@@ -239,7 +239,7 @@ class CallDesk:
         self.calls[linkedid] = live
         self.sink.submit(case)
         logger.info("call started case=%s class=%s caller=%s", case.case_id,
-                    caller.caller_class.value, caller.raw_safe)
+                    caller.caller_class.value, mask_number(caller.raw_safe))
         return live
 
     def menu_event(self, linkedid: str, event: str, at: datetime) -> None:

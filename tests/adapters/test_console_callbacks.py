@@ -169,9 +169,13 @@ def test_api_lists_places_and_closes(hub):
     listed = client.get("/api/v1/callbacks", headers=doctor).get_json()
     assert [c["id"] for c in listed["callbacks"]] == [known.id, unknown.id]
     first = listed["callbacks"][0]
+    # A surgeon's token sees the caller's number masked; the placer dials it for them.
     assert (first["reason"], first["status"], first["overdue"], first["number"],
-            first["caller_raw_safe"]) == ("voicemail", "open", True, "13912345678", "13912345678")
+            first["caller_raw_safe"]) == ("voicemail", "open", True, "139****5678", "139****5678")
     assert listed["callbacks"][1]["number"] is None
+    desk = client.get("/api/v1/callbacks", headers=bearer(engine, "desk", "supervisor")).get_json()
+    assert (desk["callbacks"][0]["number"], desk["callbacks"][0]["caller_raw_safe"]) == (
+        "13912345678", "13912345678")
     assert client.get("/api/v1/callbacks?view=nope", headers=doctor).status_code == 400
 
     placed = client.post(f"/api/v1/callbacks/{known.id}/place", headers=doctor)

@@ -528,3 +528,43 @@ def test_the_csrf_token_helper_works_on_the_calls_page(app):
     client = app.test_client()
     sign_in(client, "sup")
     assert csrf_token(client, "/calls/")  # the sign-out form carries one
+
+
+# --------------------------------------------------------------------------- masking (issue 9)
+
+
+@pytest.mark.parametrize("user, shown, hidden", [
+    ("sup", "13900000007", None), ("admin", "13900000007", None),
+    ("head", "139****0007", "13900000007"), ("doc2", "043*****8888", "043188888888")])
+def test_lists_mask_callers_numbers_for_roles_that_do_not_act_on_them(app, user, shown, hidden):
+    client = app.test_client()
+    sign_in(client, user)
+    html = client.get("/calls/").get_data(as_text=True)
+    assert f'<td class="caller">{shown}</td>' in html
+    if hidden is not None:
+        assert hidden not in html
+        # The case page the user may open still shows the whole number.
+        case_id = "C-7" if user == "head" else "C-1"
+        assert hidden in client.get(f"/cases/{case_id}").get_data(as_text=True)
+
+
+def test_csv_export_masks_numbers_for_a_department_head(app, seeded):
+    client = app.test_client()
+    sign_in(client, "head")
+    rows = read_csv(client.get("/calls/export.csv?team=replant&sort=started&dir=asc").data)
+    assert [r[2] for r in rows[1:]] == ["139****0002", "'=1+2", "139****0007"]
+
+
+def test_api_call_list_masks_numbers_for_surgeon_tokens(app, seeded):
+    from db.tokens import TokenStore
+
+    client = app.test_client()
+    tokens = TokenStore(seeded)
+
+    def callers(role: str, surgeon_id: int | None = None) -> list[tuple]:
+        _, secret = tokens.create(f"t-{role}", role, surgeon_id=surgeon_id)
+        body = client.get("/api/v1/calls", headers={"Authorization": f"Bearer {secret}"}).get_json()
+        return [(c["case_id"], c["caller"]["number"], c["caller"]["raw_safe"]) for c in body["calls"]]
+
+    assert ("C-1", "043*****8888", "043*****8888") in callers("surgeon", 1)
+    assert ("C-1", "043188888888", "043188888888") in callers("supervisor")
