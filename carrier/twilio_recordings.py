@@ -4,7 +4,7 @@ A Twilio call's recording (and a voicemail) first reaches the case as the URL
 Twilio's recording callback named (`carrier.twilio_voice.recording`). This
 module fetches each one into the recordings dir -- the same place, access
 rules and player as the Asterisk path's MixMonitor files -- points the case at
-the local file, and then deletes the recording at Twilio, so patients' voices
+the local file, seals it at rest (vault/), and then deletes the recording at Twilio, so patients' voices
 are not left with a third party (docs/twilio.md).
 
 Surprising on purpose:
@@ -36,6 +36,7 @@ from cases.lifecycle import Case, CaseError
 from db.repo import CASES, CaseRepository
 from db.users import AuditLog
 from recordings.prompts import wav_duration_s
+from vault import Vault, VaultError, seal_file
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +108,8 @@ class RecordingFetcher:
                  clock: Callable[[], datetime] | None = None,
                  window: timedelta = timedelta(days=14), timeout_s: float = 30.0,
                  max_bytes: int = MAX_BYTES, session: requests.Session | None = None,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 vault: Vault | None = None) -> None:
         if not re.fullmatch(r"AC[0-9a-f]{32}", account_sid or "", re.ASCII):
             raise ValueError("a Twilio account SID is AC followed by 32 hex digits")
         if not token:
@@ -126,6 +128,7 @@ class RecordingFetcher:
         self._max_bytes = max_bytes
         self._http = session or requests.Session()
         self._monotonic = monotonic
+        self._vault = vault  # seals the fetched file once the case points at it
         self._failures: dict[str, tuple[int, float]] = {}  # url -> (count, retry after)
 
     # -- which cases ---------------------------------------------------------
@@ -200,6 +203,12 @@ class RecordingFetcher:
             target.unlink(missing_ok=True)
             raise FetchError("the downloaded file is not a WAV recording")
         self._attach(remote, str(target))
+        if self._vault is not None:
+            try:
+                seal_file(target, self._vault)
+            except (OSError, VaultError) as exc:  # the hourly sweep seals it later
+                logger.error("sealing the fetched recording of case %s failed (%s)",
+                             remote.case_id, type(exc).__name__)
         self._audit.record(AUDIT_ACTOR, FETCHED, "case", remote.case_id,
                            detail={"kind": remote.kind, "recording_sid": remote.recording_sid,
                                    "seconds": round(seconds)})

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from db.tokens import TokenStore
     from db.users import AuditLog, UserStore
     from hotline.rosterdesk import RosterDesk
+    from vault import Vault
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,9 @@ class Services:
     audit: "AuditLog"
     engine: Engine
     config: HotlineConfig | None
+    # Opens sealed recordings and notes, seals new notes (vault/); None: plain
+    # (a test app without DATA_KEYS), and sealed data shows as sealed.
+    vault: "Vault | None" = None
 
 
 def services() -> Services:
@@ -113,7 +117,8 @@ def create_app(config: HotlineConfig | None = None, *, engine: Engine | None = N
     app.json.ensure_ascii = False  # type: ignore[attr-defined]  # 中文 as itself, UTF-8
     app.json.sort_keys = False  # type: ignore[attr-defined]  # fields in the order we write them
 
-    app.extensions["hotline"] = _build_services(config, engine, clock or _utcnow)
+    app.extensions["hotline"] = _build_services(config, engine, clock or _utcnow,
+                                                app.config.get("DATA_KEYS"))
 
     from console import auth, pages
     from console.api_roster import bp as roster_api
@@ -177,11 +182,12 @@ def wants_json() -> bool:
 
 
 def _build_services(config: HotlineConfig | None, engine: Engine | None,
-                    clock: Callable[[], datetime]) -> Services:
+                    clock: Callable[[], datetime], data_keys=None) -> Services:
     from db.roster_store import RosterStore
     from db.tokens import TokenStore
     from db.users import AuditLog, UserStore
     from hotline.rosterdesk import RosterDesk
+    from vault import Vault
 
     if engine is None:
         from db.session import make_engine
@@ -191,9 +197,12 @@ def _build_services(config: HotlineConfig | None, engine: Engine | None,
     # No on_change hook: the service notices roster writes by itself (its
     # roster cache polls the newest audit entry) and refreshes the AstDB mirror.
     desk = RosterDesk(RosterStore(engine, clock=clock), clock=clock)
+    from vault import Vault
+
+    vault = config.vault() if config is not None else (Vault(data_keys) if data_keys else None)
     return Services(desk=desk, tokens=TokenStore(engine, clock=clock), clock=clock,
                     users=UserStore(engine, clock=clock), audit=AuditLog(engine, clock=clock),
-                    engine=engine, config=config)
+                    engine=engine, config=config, vault=vault)
 
 
 _HTTP_ZH = {

@@ -201,7 +201,7 @@ def case(case_id: str):
                             "医生令牌只能查看本人参与的病例")
     engine = services().engine
     return jsonify({"case": case_json(found, case_context(engine, found.case_id),
-                                      case_notes(engine, found.case_id))})
+                                      case_notes(engine, found.case_id, services().vault))})
 
 
 @bp.get("/openapi.json")

@@ -17,6 +17,7 @@ The player uses `preload="none"`, so opening the page plays (and audits) nothing
 """
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from db.calls_query import (
 from db.repo import CaseRepository
 from db.users import User, UserRole
 from routing.escalation import AttemptOutcome
+from vault import VaultError, is_sealed_file, read_recording
 
 logger = logging.getLogger(__name__)
 
@@ -285,7 +287,7 @@ def _render(case: Case, *, note_error: str | None = None, note_text: str = "",
 
     engine = services().engine
     context: CaseContext = case_context(engine, case.case_id)
-    notes = case_notes(engine, case.case_id)
+    notes = case_notes(engine, case.case_id, services().vault)
     user = current_user()
     return render_template(
         "case.html", case=case, context=context, notes=notes, events=case_events(case),
@@ -333,7 +335,7 @@ def add_note(case_id: str):
     hub = services()
     note_id = add_case_note(hub.engine, case.case_id, user_id=user.id,
                             surgeon_id=user.surgeon_id, text=text.strip(),
-                            disposition=disposition, at=hub.clock())
+                            disposition=disposition, at=hub.clock(), vault=hub.vault)
     audit("add_note", "case", case.case_id, note=note_id, disposition=disposition,
           chars=len(text.strip()))
     return redirect(url_for("cases.detail", case_id=case.case_id) + "#notes", code=303)
@@ -357,7 +359,18 @@ def recording(case_id: str):
         if request.headers.get("Range") else {}
     # First the audit, then the file: if this raises, nothing is served.
     audit("download_recording" if download else "play_recording", "case", case.case_id, **detail)
-    response = send_file(path, mimetype=AUDIO_TYPES.get(path.suffix.lower(), "application/octet-stream"),
+    from console import services
+
+    # A sealed recording (vault/) is opened in memory: the plain audio never
+    # touches the disk. Range requests still work on the opened bytes.
+    try:
+        source = io.BytesIO(read_recording(path, services().vault)) \
+            if is_sealed_file(path) else path
+    except (VaultError, OSError) as exc:
+        logger.error("case %s: its recording cannot be opened (%s)", case.case_id,
+                     type(exc).__name__)
+        abort(500)
+    response = send_file(source, mimetype=AUDIO_TYPES.get(path.suffix.lower(), "application/octet-stream"),
                          conditional=True, as_attachment=download,
                          download_name=f"{case.case_id}{path.suffix.lower()}", max_age=0)
     response.headers["Cache-Control"] = "private, no-store"

@@ -63,6 +63,7 @@ from db.models import (
     TeamRow,
     UserRow,
 )
+from vault import Vault, open_note, seal_note
 
 UTC = timezone.utc
 OUTCOMES = ("connected", "nurse", "voicemail", "abandoned", "fallback", "in-progress")
@@ -545,8 +546,8 @@ def case_context(engine: Engine, case_id: str) -> CaseContext:
     return CaseContext(*row) if row is not None else CaseContext(None, None, None)
 
 
-def case_notes(engine: Engine, case_id: str) -> list[CaseNote]:
-    """The notes on a case, oldest first."""
+def case_notes(engine: Engine, case_id: str, vault: Vault | None = None) -> list[CaseNote]:
+    """The notes on a case, oldest first, opened with `vault` (sealed at rest)."""
     n = CaseNoteRow
     with engine.connect() as conn:
         rows = conn.execute(
@@ -555,14 +556,17 @@ def case_notes(engine: Engine, case_id: str) -> list[CaseNote]:
             .join(UserRow, UserRow.id == n.user_id)
             .where(n.case_id == case_id).order_by(n.at, n.id))
         return [CaseNote(r.id, r.case_id, r.at, r.user_id, r.display_name or r.username,
-                         r.surgeon_id, r.disposition, r.text) for r in rows]
+                         r.surgeon_id, r.disposition, open_note(vault, r.text, r.case_id))
+                for r in rows]
 
 
 def add_case_note(engine: Engine, case_id: str, *, user_id: int, surgeon_id: int | None,
-                  text: str, disposition: str | None, at: datetime) -> int:
+                  text: str, disposition: str | None, at: datetime,
+                  vault: Vault | None = None) -> int:
     """Write a note (and the disposition it records); returns its id.
 
-    Text that no database can store (NUL, lone surrogates) becomes U+FFFD.
+    Text that no database can store (NUL, lone surrogates) becomes U+FFFD; with
+    a vault the text is sealed (the disposition stays plain: the figures count it).
     """
     if disposition is not None and disposition not in DISPOSITIONS:
         raise ValueError(f"disposition: one of {', '.join(DISPOSITIONS)}")
@@ -573,6 +577,7 @@ def add_case_note(engine: Engine, case_id: str, *, user_id: int, surgeon_id: int
     with engine.begin() as conn:
         return conn.execute(insert(CaseNoteRow).values(
             case_id=case_id, at=at, user_id=user_id, surgeon_id=surgeon_id,
-            disposition=disposition, text=_UNSTORABLE.sub("\ufffd", text),
+            disposition=disposition,
+            text=seal_note(vault, _UNSTORABLE.sub("\ufffd", text), case_id),
         ).returning(CaseNoteRow.id)).scalar_one()
 

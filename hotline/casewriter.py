@@ -28,6 +28,7 @@ from cases.lifecycle import Case
 from db.repo import CaseConflict
 from hotline.journal import Journal
 from recordings.prompts import wav_duration_s
+from vault import Vault, seal_file
 
 logger = logging.getLogger(__name__)
 
@@ -40,9 +41,11 @@ class CaseWriter:
     def __init__(self, store: CaseStore, recordings_dir: Path,
                  backoff_s: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0, 5.0),
                  recording_settle_s: float = 0.5, recording_wait_s: float = 5.0,
-                 journal: Journal | None = None, compact_idle_s: float = 1.0):
+                 journal: Journal | None = None, compact_idle_s: float = 1.0,
+                 vault: Vault | None = None):
         self.store = store
         self.recordings_dir = recordings_dir
+        self.vault = vault  # None: recordings stay plain WAV (tests, or sealing switched off)
         self.backoff_s = backoff_s
         self.recording_settle_s = recording_settle_s
         self.recording_wait_s = recording_wait_s
@@ -215,6 +218,7 @@ class CaseWriter:
                 self._attach_recording(case)
             except Exception:  # a bad recording must not cost the case itself
                 logger.exception("attaching the recording of case %s failed", case.case_id)
+            self._seal_audio(case)
         try:
             self.store.save(case)
         except CaseConflict:
@@ -280,6 +284,23 @@ class CaseWriter:
                          type(exc).__name__)
             return False
 
+
+    def _seal_audio(self, case: Case) -> None:
+        """Seal the call's recording and voicemail files in place (vault/), once the
+        call is over and the recording's length is known; names and paths stay."""
+        if self.vault is None:
+            return
+        root = self.recordings_dir.resolve()
+        for value in (case.recording_path, case.voicemail_path):
+            if not value:
+                continue
+            try:
+                path = Path(value).resolve()
+                if path.is_relative_to(root) and path.is_file():
+                    seal_file(path, self.vault)
+            except Exception as exc:  # the daily sweep (vault.seal_tree) tries again
+                logger.error("sealing the audio of case %s failed (%s)", case.case_id,
+                             type(exc).__name__)
 
     def _attach_recording(self, case: Case) -> None:
         if case.recording_path is not None or case.connected_seq is None:

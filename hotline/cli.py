@@ -276,7 +276,7 @@ def _recording_fetcher(args, config: HotlineConfig):
         return RecordingFetcher(make_engine(config.db_url), config.recordings_dir,
                                 config.twilio_account_sid, token,
                                 base_url=config.twilio_base_url,
-                                delete_at_twilio=not args.keep_at_twilio)
+                                delete_at_twilio=not args.keep_at_twilio, vault=config.vault())
     except ValueError as exc:
         print(f"hotline twilio: recordings not fetched: {exc}", file=sys.stderr)
         return None

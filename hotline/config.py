@@ -6,6 +6,7 @@ Nothing below the composition root reads the environment; everything gets a
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import secrets
 import tomllib
@@ -38,6 +39,9 @@ class HotlineConfig:
     debian_mirror: str = ""  # empty: read from the machine's apt sources
     menu_file: Path = PROJECT_DIR / "ivr" / "menu.toml"
     agi_host: str = "127.0.0.1"
+    # The Asterisk hosts the FastAGI server talks to: FastAGI has no
+    # authentication, so any other peer is closed before a byte is read.
+    agi_allowed_hosts: tuple[str, ...] = ("127.0.0.1", "::1")
     ports: Ports = field(default_factory=Ports)
     log_level: str = "INFO"
     # The console's session cookie is Secure (HTTPS only) unless this is set for
@@ -56,6 +60,10 @@ class HotlineConfig:
     # e.g. https://hotline.example.org -- webhook signatures are checked
     # against it, so behind a reverse proxy it must be the proxy's URL.
     twilio_public_url: str = ""
+    # The key ring that seals recordings and case notes (vault/, docs/privacy.md);
+    # empty: instance_dir/data.key, generated on first use. Keep it off the
+    # database host's backups, or the backups are readable.
+    data_key_file: str = ""
 
     @property
     def instance_dir(self) -> Path:
@@ -105,6 +113,17 @@ class HotlineConfig:
         """The Twilio auth token: $HOTLINE_TWILIO_AUTH_TOKEN, else instance_dir/twilio.token."""
         return self.twilio_auth_token or _optional_secret(self.instance_dir / "twilio.token")
 
+    @property
+    def data_key_path(self) -> Path:
+        return Path(self.data_key_file).expanduser() if self.data_key_file else \
+            self.instance_dir / "data.key"
+
+    def vault(self, *, create: bool = True):
+        """The vault sealing recordings and notes (a new key ring is made if missing)."""
+        from vault import Vault, load_keyring
+
+        return Vault(load_keyring(self.data_key_path, create=create))
+
 
 def _optional_secret(path: Path) -> str | None:
     try:
@@ -140,6 +159,8 @@ _ENV_KEYS = {
     "HOTLINE_TWILIO_BASE_URL": "twilio_base_url",
     "HOTLINE_TWILIO_AUTH_TOKEN": "twilio_auth_token",
     "HOTLINE_TWILIO_PUBLIC_URL": "twilio_public_url",
+    "HOTLINE_DATA_KEY_FILE": "data_key_file",
+    "HOTLINE_AGI_ALLOWED_HOSTS": "agi_allowed_hosts",  # comma-separated IP addresses
 }
 _PORT_ENV_PREFIX = "HOTLINE_PORT_"  # e.g. HOTLINE_PORT_SIP=15060
 _WECHAT_KEY_PREFIX = "HOTLINE_WECHAT_KEY_"  # e.g. HOTLINE_WECHAT_KEY_DESK, ..._FACIAL
@@ -192,7 +213,31 @@ def load_config(
         if flag not in ("1", "0", "true", "false", "yes", "no"):
             raise ValueError("console_insecure_cookies: use 1/0, true/false or yes/no")
         values["console_insecure_cookies"] = flag in ("1", "true", "yes")
+    if "agi_allowed_hosts" in values:
+        values["agi_allowed_hosts"] = _ip_addresses("agi_allowed_hosts", values["agi_allowed_hosts"])
     for name in ("var_dir", "asterisk_root", "menu_file"):
         if name in values:
             values[name] = Path(str(values[name])).expanduser().resolve()
     return HotlineConfig(ports=Ports(**ports), **values)  # type: ignore[arg-type]
+
+
+def _ip_addresses(key: str, raw: object) -> tuple[str, ...]:
+    """A list of IP addresses from TOML (a list) or the environment (comma-separated).
+
+    Names are refused, not resolved: an allow-list that follows DNS is only as
+    trustworthy as the resolver. An empty list is refused too -- it would
+    silently send every call to the dialplan's fallback.
+    """
+    items = raw.split(",") if isinstance(raw, str) else raw
+    if not isinstance(items, (list, tuple)):
+        raise ValueError(f"{key}: a list of IP addresses")
+    hosts = []
+    for item in items:
+        text = str(item).strip()
+        try:
+            hosts.append(str(ipaddress.ip_address(text)))
+        except ValueError:
+            raise ValueError(f"{key}: {text[:60]!r} is not an IP address") from None
+    if not hosts:
+        raise ValueError(f"{key}: at least one address (the Asterisk host)")
+    return tuple(hosts)

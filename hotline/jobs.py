@@ -76,3 +76,35 @@ def add_reconcile_job(
         misfire_grace_time=int(every.total_seconds()),
         next_run_time=clock() + first_delay,
     )
+
+
+SEAL_JOB_ID = "hotline-seal-recordings"
+SEAL_EVERY = timedelta(hours=1)
+SEAL_QUIET_S = 3600.0  # a file untouched this long is no longer being recorded
+
+
+def seal_recordings_job(recordings_dir, vault) -> tuple[int, int] | None:
+    """Seal recordings the case writer did not (service stopped, sealing newly on,
+    a rotated key); never raises (the next run retries)."""
+    import time
+
+    from vault import seal_tree
+
+    try:
+        sealed, failed = seal_tree(recordings_dir, vault, quiet_s=SEAL_QUIET_S, now=time.time())
+    except Exception:
+        logger.exception("sealing recordings failed")
+        return None
+    if sealed or failed:
+        logger.info("recordings sealed: %d, could not be sealed: %d", sealed, failed)
+    return sealed, failed
+
+
+def add_seal_job(scheduler: BaseScheduler, recordings_dir, vault, *,
+                 every: timedelta = SEAL_EVERY) -> Job:
+    """The hourly sweep that seals what is left plain in the recordings dir."""
+    return scheduler.add_job(
+        seal_recordings_job, trigger="interval", seconds=every.total_seconds(),
+        args=(recordings_dir, vault), id=SEAL_JOB_ID, name="seal recordings at rest",
+        replace_existing=True, max_instances=1, coalesce=True,
+        next_run_time=utcnow() + timedelta(minutes=5))

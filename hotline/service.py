@@ -26,7 +26,7 @@ from hotline.callbacks import CallbackPlacer, callback_routes
 from hotline.casewriter import CaseWriter
 from hotline.config import HotlineConfig
 from hotline.incidents import NetworkCache, QueueKeeper
-from hotline.jobs import add_reconcile_job
+from hotline.jobs import add_reconcile_job, add_seal_job
 from hotline.journal import Journal
 from hotline.networkjobs import add_network_jobs
 from hotline.notifiers.channels import build_notifier
@@ -79,8 +79,11 @@ class HotlineService:
         config.recordings_dir.mkdir(parents=True, exist_ok=True)
         # Snapshots are journalled before the database has them: a crash or a
         # database outage loses nothing, and the next start writes the rest.
+        # Recordings and voicemails are sealed at rest once the call is over (vault/).
+        self.vault = config.vault()
         self.writer = CaseWriter(self.cases, config.recordings_dir,
-                                 journal=Journal(config.instance_dir / "journal"))
+                                 journal=Journal(config.instance_dir / "journal"),
+                                 vault=self.vault)
         # Major incidents in force and the block list, polled about every second.
         incidents, blocks = IncidentStore(self.engine, clock), BlockList(self.engine, clock)
         self.network = NetworkCache(incidents.active, incidents.version, blocks.active,
@@ -96,6 +99,8 @@ class HotlineService:
         self.agi = FastAgiServer(
             routes,
             host=config.agi_host, port=config.ports.agi,
+            # FastAGI has no authentication: only the configured Asterisk hosts.
+            allowed_peers=config.agi_allowed_hosts,
             # Asterisk caps caller-ID fields well below this; a longer line is
             # refused, and the dialplan's fallback still serves the caller.
             max_line_bytes=4096,
@@ -112,6 +117,7 @@ class HotlineService:
         # the service missed (it was down, or AMI was away).
         self.scheduler = BackgroundScheduler(timezone=timezone.utc)
         add_reconcile_job(self.scheduler, build_reconciler(config, self.engine, clock=clock))
+        add_seal_job(self.scheduler, config.recordings_dir, self.vault)
         # Roster notices (shift reminders, the department heads' digest, gap
         # alerts) and a chain push at the exact instant of every handoff.
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -196,6 +196,32 @@ def test_final_snapshot_of_a_connected_call_gets_its_recording(make_writer, reco
     assert case.recording_path is None  # the desk's case is not touched from the writer's thread
 
 
+def test_with_a_vault_the_recording_and_voicemail_are_sealed_after_measuring(make_writer,
+                                                                             recordings, tmp_path):
+    from vault import MAGIC, Vault, new_key, read_recording
+
+    vault = Vault([new_key()])
+    store = MemoryStore()
+    writer = make_writer(store, vault=vault).start()
+    case = connected_case()
+    path = recordings / f"{case.case_id}.wav"
+    write_wav(path, 3.0)
+    plain = path.read_bytes()
+    writer.submit(case, final=True)
+    assert writer.flush(5)
+    (saved,) = store.saved
+    assert (saved.recording_path, saved.recording_s) == (str(path), 3)  # measured first
+    assert path.read_bytes().startswith(MAGIC) and read_recording(path, vault) == plain
+    # A path outside the recordings dir is never touched.
+    outside = tmp_path / "outside.wav"
+    write_wav(outside, 1.0)
+    other = connected_case("20261125-190600-def456")
+    other.recording_path, other.recording_s = str(outside), 1
+    writer.submit(other, final=True)
+    assert writer.flush(5)
+    assert not outside.read_bytes().startswith(MAGIC)
+
+
 def test_final_flag_survives_coalescing_with_a_later_snapshot(make_writer, recordings):
     store = MemoryStore()
     writer = make_writer(store)

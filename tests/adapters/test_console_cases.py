@@ -297,3 +297,59 @@ def test_a_recording_still_at_twilio_is_announced_not_linked(app, seeded):
     assert "api.twilio.com" not in page
     response = client.get("/cases/C-13/recording", buffered=True)
     assert response.status_code == 404 and "Location" not in response.headers
+
+
+# --------------------------------------------------------------------------- sealed at rest (issue 9)
+
+
+@pytest.fixture
+def sealed_app(seeded, recordings):
+    from vault import new_key
+
+    key = new_key()
+    app = console_app(seeded, clock=Clock(NOW.astimezone(UTC)), RECORDINGS_DIR=str(recordings),
+                      DATA_KEYS=[key])
+    return app, key
+
+
+def test_a_sealed_recording_plays_and_ranges_as_the_plain_wav(sealed_app, recordings):
+    from vault import MAGIC, Vault, seal_file
+
+    app, key = sealed_app
+    path = recordings / "C-11.wav"
+    plain = path.read_bytes()
+    seal_file(path, Vault([key]))
+    assert path.read_bytes().startswith(MAGIC)
+    client = signed_in_client(app, "doc1")
+    whole = client.get("/cases/C-11/recording", buffered=True)
+    assert whole.status_code == 200 and whole.data == plain
+    part = client.get("/cases/C-11/recording", headers={"Range": "bytes=0-43"}, buffered=True)
+    assert part.status_code == 206 and part.data == plain[:44]
+
+
+def test_a_recording_sealed_with_an_unknown_key_is_an_error_not_noise(seeded, recordings):
+    from vault import Vault, new_key, seal_file
+
+    seal_file(recordings / "C-11.wav", Vault([new_key()]))
+    app = console_app(seeded, clock=Clock(NOW.astimezone(UTC)), RECORDINGS_DIR=str(recordings),
+                      DATA_KEYS=[new_key()])
+    response = signed_in_client(app, "sup").get("/cases/C-11/recording", buffered=True)
+    assert response.status_code == 500 and b"HLV1" not in response.data
+
+
+def test_notes_are_sealed_in_the_database_and_read_back_plain(sealed_app, seeded):
+    from vault import NOTE_PREFIX
+
+    app, _ = sealed_app
+    client = signed_in_client(app, "doc1")
+    assert add_note(client, "C-1", text="左手示指离断，冰袋保存", disposition="consultation"
+                    ).status_code == 303
+    with seeded.connect() as conn:
+        stored = conn.execute(select(CaseNoteRow.text, CaseNoteRow.disposition)).one()
+    assert stored.text.startswith(NOTE_PREFIX) and "示指" not in stored.text
+    assert stored.disposition == "consultation"  # plain: the figures count it
+    assert "左手示指离断，冰袋保存" in client.get("/cases/C-1").get_data(as_text=True)
+    # Without the key ring the page says the note is sealed; it never shows the blob.
+    plain_app = console_app(seeded, clock=Clock(NOW.astimezone(UTC)))
+    html = signed_in_client(plain_app, "doc1").get("/cases/C-1").get_data(as_text=True)
+    assert "[已加密 sealed]" in html and stored.text not in html

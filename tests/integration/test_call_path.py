@@ -32,6 +32,12 @@ def test_happy_path_primary_accepts_and_the_call_is_recorded(line: Hotline):
     recording = Path(case.recording_path)
     assert recording.name == f"{case.case_id}.wav" and recording.stat().st_size > 1000
     assert case.recording_s >= 2
+    # Sealed at rest once measured (vault/): only the instance's key ring opens it.
+    from vault import MAGIC, read_recording
+
+    assert recording.read_bytes()[:4] == MAGIC
+    audio = read_recording(recording, line.config.vault(create=False))
+    assert audio[:4] == b"RIFF" and audio[8:12] == b"WAVE" and len(audio) > 16000
 
 
 def test_primary_does_not_answer_backup_accepts(line: Hotline):

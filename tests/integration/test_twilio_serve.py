@@ -195,7 +195,14 @@ def test_recordings_are_fetched_home_and_deleted_at_twilio(var_dir: Path):
                 break
             time.sleep(0.2)
         local = Path(case.recording_path)
-        assert local.parent == recordings.resolve() and local.read_bytes() == media
+        assert local.parent == recordings.resolve()
+        # Sealed at rest with the instance's key ring (vault/), the audio unchanged.
+        from hotline.config import load_config
+        from vault import MAGIC, read_recording
+
+        config = load_config(env=_env(var_dir, token))
+        assert local.read_bytes()[:4] == MAGIC
+        assert read_recording(local, config.vault(create=False)) == media
         assert api.wait_for(2)[-1].method == "DELETE"
         assert [(r.method, r.path.rsplit("/", 1)[1]) for r in api.requests] == [
             ("GET", rec_sid + ".wav"), ("DELETE", rec_sid + ".json")]
