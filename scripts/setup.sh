@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # chromium: the browser the console's end-to-end tests drive (Playwright, never a
 # downloaded browser); fonts-noto-cjk so its screenshots show Chinese, not boxes.
 APT_PACKAGES=(debootstrap baresip-core sip-tester espeak-ng sox util-linux postgresql-client chromium
-              fonts-noto-cjk)
+              fonts-noto-cjk fail2ban)
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "scripts/setup.sh: run as root (apt-get, debootstrap, chroot)" >&2

@@ -10,19 +10,23 @@ each test no channel may be left in Asterisk.
 from __future__ import annotations
 
 import os
-
+import shutil
+import socket
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Iterator
 
+import pytest
 
 from cases.lifecycle import Case
 from db.repo import CaseRepository
 from db.session import make_engine
 from hotline import instance
-from hotline.config import HotlineConfig
+from hotline.config import HotlineConfig, load_config
 from oncall.model import Rank, Role, Shift, Surgeon, Team
 from testphones.scenario import CallResult, place_call
 
@@ -138,3 +142,63 @@ class Hotline:
     def restart_service(self, env: dict[str, str] | None = None) -> None:
         instance.stop_service(self.config)
         instance.start_service(self.config, env=env or self.env)
+
+
+# -- one sandboxed hotline for a session (the integration and the attack suites) ----
+def require_tools(*tools: str, what: str = "integration tests") -> None:
+    """Skip (fail under CI) unless we are root and every tool is installed."""
+    missing = [t for t in tools if shutil.which(t) is None]
+    if os.geteuid() != 0 or missing:
+        reason = f"{what} need root and {', '.join(missing) or 'nothing else'}"
+        if os.environ.get("CI"):
+            pytest.fail(reason + " (CI must run them: scripts/setup.sh installs everything)")
+        pytest.skip(reason)
+
+
+def ports_taken(ports: dict[str, int]) -> list[str]:
+    """The instance's TCP ports something else already listens on (a leftover run)."""
+    taken = []
+    for name in ("sip", "ami", "agi", "surgeon_phones"):
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", ports[name]))
+            except OSError:
+                taken.append(f"{name} {ports[name]}")
+    return taken
+
+
+@contextmanager
+def running_hotline(name: str, ports: dict[str, int], *, what: str = "integration tests",
+                    unset: tuple[str, ...] = ()) -> Iterator[Hotline]:
+    """Sandboxed Asterisk 22 + the service (SQLite, the test network) as instance
+    `name` on `ports`; everything stopped and removed afterwards, whatever failed."""
+    require_tools("baresip", "debootstrap", "espeak-ng", "sox", "unshare", what=what)
+    taken = ports_taken(ports)
+    if taken:
+        # Another Asterisk or service on these ports would answer in place of
+        # ours (wrong secrets, wrong database): say so instead of failing oddly.
+        pytest.fail(f"ports already in use: {', '.join(taken)} -- a leftover run? "
+                    "(set HOTLINE_TEST_PORT_BASE to move them)", pytrace=False)
+    var_dir = Path(tempfile.mkdtemp(prefix=f"hl-{name}-", dir="/tmp"))
+    env = {
+        **os.environ,
+        "HOTLINE_VAR_DIR": str(var_dir),
+        "HOTLINE_INSTANCE": name,
+        "HOTLINE_MENU_FILE": str(HERE / "menu-test.toml"),
+        **{f"HOTLINE_PORT_{k.upper()}": str(v) for k, v in ports.items()},
+    }
+    for key in ("HOTLINE_DATABASE_URL", "HOTLINE_CONFIG", *unset):
+        env.pop(key, None)
+    config = load_config(env=env)
+    try:
+        instance.prepare(config, log=lambda line: None)
+        seed_test_network(config.db_url)
+        instance.start_asterisk(config)
+        instance.start_service(config, env=env)
+        yield Hotline(config, env, var_dir / "calls")
+    finally:
+        instance.stop_service(config)
+        instance.stop_asterisk(config)
+        if not os.environ.get("HOTLINE_KEEP_TEST_DIR"):
+            shutil.rmtree(var_dir, ignore_errors=True)
