@@ -12,7 +12,8 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from hotline import cli_callbacks, cli_incident, cli_network, cli_roster, cli_tokens, cli_users
+from hotline import (cli_callbacks, cli_incident, cli_network, cli_privacy, cli_roster, cli_tokens,
+                     cli_users)
 from hotline.config import HotlineConfig, load_config
 from hotline.notifiers import cli as cli_notify
 
@@ -424,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_incident.register(sub)
     cli_notify.register(sub)
     cli_callbacks.register(sub)
+    cli_privacy.register(sub)
     p = sub.add_parser("console", help="serve the web console and the JSON API (waitress)",
                        description="Serve /api/v1/roster (bearer tokens: `hotline token create`). "
                                    "Put a TLS proxy in front of it for anything beyond loopback, "

@@ -64,6 +64,14 @@ class HotlineConfig:
     # empty: instance_dir/data.key, generated on first use. Keep it off the
     # database host's backups, or the backups are readable.
     data_key_file: str = ""
+    # Retention periods in days (privacy/retention.py, docs/privacy.md); None:
+    # that module's default. Checked at start: a bad period stops the service.
+    retention_cases_days: int | None = None
+    retention_recordings_days: int | None = None
+    retention_audit_days: int | None = None
+    retention_notices_days: int | None = None
+    retention_sessions_days: int | None = None
+    retention_blocklist_days: int | None = None
 
     @property
     def instance_dir(self) -> Path:
@@ -160,6 +168,8 @@ _ENV_KEYS = {
     "HOTLINE_TWILIO_AUTH_TOKEN": "twilio_auth_token",
     "HOTLINE_TWILIO_PUBLIC_URL": "twilio_public_url",
     "HOTLINE_DATA_KEY_FILE": "data_key_file",
+    **{f"HOTLINE_RETENTION_{kind.upper()}_DAYS": f"retention_{kind}_days"
+       for kind in ("cases", "recordings", "audit", "notices", "sessions", "blocklist")},
     "HOTLINE_AGI_ALLOWED_HOSTS": "agi_allowed_hosts",  # comma-separated IP addresses
 }
 _PORT_ENV_PREFIX = "HOTLINE_PORT_"  # e.g. HOTLINE_PORT_SIP=15060
@@ -213,6 +223,11 @@ def load_config(
         if flag not in ("1", "0", "true", "false", "yes", "no"):
             raise ValueError("console_insecure_cookies: use 1/0, true/false or yes/no")
         values["console_insecure_cookies"] = flag in ("1", "true", "yes")
+    for name in [k for k in values if k.startswith("retention_") and isinstance(values[k], str)]:
+        try:
+            values[name] = int(str(values[name]).strip())
+        except ValueError:
+            raise ValueError(f"{name}: a whole number of days") from None
     if "agi_allowed_hosts" in values:
         values["agi_allowed_hosts"] = _ip_addresses("agi_allowed_hosts", values["agi_allowed_hosts"])
     for name in ("var_dir", "asterisk_root", "menu_file"):

@@ -42,6 +42,8 @@ from ivr.menu import load_menu
 from ivr.mirror import AstdbMirror, ami_db_put
 from oncall.model import Roster
 from oncall.notices import GAP_DAYS
+from privacy.jobs import add_retention_job
+from privacy.retention import policy_from_config
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +129,10 @@ class HotlineService:
         self.notifier = build_notifier(config, self.menu.teams, outbox, clock=clock)
         add_network_jobs(self.scheduler, source=NotificationSources(self.engine),
                          roster=self._roster_ahead, outbox=outbox, clock=clock)
+        # The retention purge, daily at 03:30 Asia/Shanghai (docs/privacy.md); a
+        # bad period in the configuration stops the start here, loudly.
+        add_retention_job(self.scheduler, self.engine, policy_from_config(config),
+                          config.recordings_dir, clock=clock)
         self._handoffs = handoff_pusher(add_roster_jobs(
             self.scheduler, roster=self._roster_ahead, outbox=outbox,
             notifier=self.notifier, push_chains=self._push_chains_now,

@@ -138,21 +138,26 @@ def safe_text(raw: str, limit: int = RAW_SAFE_MAX) -> str:
 def mask_number(text: str | None) -> str:
     """A phone number (or a raw_safe caller-ID) with its middle digits hidden.
 
-    Of seven or more digits the first three and last four stay, the rest
-    become '*'; of fewer, only the last two stay. Other characters stay as they
-    are (a raw_safe rendering is already escaped). For lists, logs and audit
-    rows that must not hold whole numbers (issue 9, PIPL's minimisation).
+    Of eleven or more digits (a mobile, a landline with its area code) the
+    first three and last four stay; of eight to ten, the last four; of fewer,
+    the last two. The rest become '*'; other characters stay as they are (a
+    raw_safe rendering is already escaped). For lists, logs and audit rows that
+    must not hold whole numbers (issue 9, PIPL's minimisation).
 
     >>> mask_number("13912345678"), mask_number("043188888888"), mask_number("120")
     ('139****5678', '043*****8888', '*20')
+    >>> mask_number("88888888"), mask_number("1234567")
+    ('****8888', '*****67')
     >>> mask_number("+86 139-1234-5678"), mask_number(""), mask_number(None)
     ('+86 1**-****-5678', '', '')
     """
     if not text:
         return ""
     positions = [i for i, char in enumerate(text) if "0" <= char <= "9"]
-    if len(positions) >= 7:
+    if len(positions) >= 11:
         keep = set(positions[:3]) | set(positions[-4:])
+    elif len(positions) >= 8:
+        keep = set(positions[-4:])
     else:
         keep = set(positions[-2:])
     hidden = set(positions) - keep

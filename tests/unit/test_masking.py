@@ -15,20 +15,20 @@ from routing.callers import mask_number
     ("13912345678", "139****5678"),
     ("043188888888", "043*****8888"),
     ("+8613912345678", "+861******5678"),
-    ("1234567", "1234567"),  # seven digits: the kept ends meet, nothing to hide
-    ("12345678", "123*5678"),
+    ("1234567", "*****67"),  # a local number without its area code
+    ("12345678", "****5678"),
     ("120", "*20"),
     ("", ""),
     (None, ""),
     ("anonymous", "anonymous"),
     ("=1+2", "=1+2"),  # under seven digits only the last two show: both
-    ("1391234567\\r\\n", "139***4567\\r\\n"),  # an escaped raw_safe: the escapes stay
+    ("1391234567\\r\\n", "******4567\\r\\n"),  # an escaped raw_safe: the escapes stay
 ])
 def test_mask_number(raw, masked):
     assert mask_number(raw) == masked
 
 
-def test_every_digit_but_seven_is_hidden_in_a_long_hostile_number():
+def test_only_seven_digits_show_of_a_long_hostile_number():
     masked = mask_number("9" * 1000)
     assert masked == "999" + "*" * 993 + "9999"
 
