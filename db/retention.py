@@ -25,7 +25,7 @@ exact and nothing depends on a dialect's foreign-key setting.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -152,6 +152,27 @@ def _after(last: tuple[datetime, str] | None) -> ColumnElement[bool] | None:
     return or_(CASES.c.started_at > at, and_(CASES.c.started_at == at, CASES.c.case_id > case_id))
 
 
+def _old_cases(engine: Engine, cutoff: datetime, batch: int,
+               *where: ColumnElement[bool]) -> Iterator[list[Any]]:
+    """Cases started before `cutoff` (and matching `where`), `batch` at a time,
+    oldest first; each batch is read in its own short transaction."""
+    last: tuple[datetime, str] | None = None
+    while True:
+        query = (select(CASES.c.case_id, CASES.c.started_at, CASES.c.recording_path,
+                        CASES.c.voicemail_path)
+                 .where(CASES.c.started_at < cutoff, *where)
+                 .order_by(CASES.c.started_at, CASES.c.case_id).limit(batch))
+        after = _after(last)
+        if after is not None:
+            query = query.where(after)
+        with engine.connect() as conn:
+            rows = conn.execute(query).all()
+        if not rows:
+            return
+        last = (rows[-1].started_at, rows[-1].case_id)
+        yield rows
+
+
 def _remove(root: Path, stored: str, dry_run: bool, report: KindReport) -> bool:
     """Delete one recording file if it is safely ours; True if the case may forget the path."""
     located = locate(root, stored)
@@ -181,20 +202,7 @@ def _remove(root: Path, stored: str, dry_run: bool, report: KindReport) -> bool:
 def _recordings(engine: Engine, report: KindReport, root: Path, now: datetime, dry_run: bool,
                 batch: int) -> None:
     has_file = or_(CASES.c.recording_path.is_not(None), CASES.c.voicemail_path.is_not(None))
-    last: tuple[datetime, str] | None = None
-    while True:
-        query = (select(CASES.c.case_id, CASES.c.started_at, CASES.c.recording_path,
-                        CASES.c.voicemail_path)
-                 .where(CASES.c.started_at < report.cutoff, has_file)
-                 .order_by(CASES.c.started_at, CASES.c.case_id).limit(batch))
-        after = _after(last)
-        if after is not None:
-            query = query.where(after)
-        with engine.connect() as conn:
-            rows = conn.execute(query).all()
-        if not rows:
-            return
-        last = (rows[-1].started_at, rows[-1].case_id)
+    for rows in _old_cases(engine, report.cutoff, batch, has_file):
         cleared: list[tuple[str, str, str]] = []  # (case_id, column, the path deleted)
         for row in rows:
             for column in ("recording_path", "voicemail_path"):
@@ -257,20 +265,7 @@ def _cases(engine: Engine, report: KindReport, root: Path, dry_run: bool, batch:
     referrals = ReferralRow.__table__
     events = ReferralEventRow.__table__
     callbacks = CallbackRow.__table__
-    last: tuple[datetime, str] | None = None
-    while True:
-        query = (select(CASES.c.case_id, CASES.c.started_at, CASES.c.recording_path,
-                        CASES.c.voicemail_path)
-                 .where(CASES.c.started_at < report.cutoff)
-                 .order_by(CASES.c.started_at, CASES.c.case_id).limit(batch))
-        after = _after(last)
-        if after is not None:
-            query = query.where(after)
-        with engine.connect() as conn:
-            rows = conn.execute(query).all()
-        if not rows:
-            return
-        last = (rows[-1].started_at, rows[-1].case_id)
+    for rows in _old_cases(engine, report.cutoff, batch):
         doomed = [r for r in rows if r.case_id not in keep]
         # A file the recordings step could not delete (it failed, or the
         # recordings period was just raised past a case's) goes with its case;

@@ -66,6 +66,23 @@ def _shifts(now: datetime) -> list[Shift]:
     ]
 
 
+def asterisk_globals(config: HotlineConfig) -> dict[str, str]:
+    """Asterisk's global variables now (`dialplan show globals`: one `   NAME=value` line each)."""
+    found: dict[str, str] = {}
+    for line in instance.asterisk_cli(config, "dialplan show globals"):
+        name, sep, value = line.strip().partition("=")
+        if sep and name and " " not in name:
+            found[name] = value
+    return found
+
+
+def mirrored_chains(config: HotlineConfig) -> dict[str, str]:
+    """The chain mirror as Asterisk holds it: HOTLINE_CHAIN_<team>_<part> -> value."""
+    from ivr.channel_vars import CHAIN_PREFIX
+
+    return {k: v for k, v in asterisk_globals(config).items() if k.startswith(CHAIN_PREFIX)}
+
+
 def seed_test_network(db_url: str) -> None:
     """Migrate `db_url` and load the test roster and the partner hospital."""
     from db.seed import PartnerHospital, seed_partners, seed_roster
@@ -131,13 +148,13 @@ class Hotline:
             time.sleep(0.3)
 
     def wait_mirror(self, phone: str = "13700000201", timeout_s: float = 20.0) -> None:
-        """Until the service has pushed the chains into AstDB (it does so after AMI login)."""
+        """Until the service has pushed the chains into Asterisk's globals (it does so after every AMI login)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if any(phone in line for line in instance.asterisk_cli(self.config, "database show hotline-chain")):
+            if phone in mirrored_chains(self.config).values():
                 return
             time.sleep(0.3)
-        raise AssertionError("the service never mirrored the chains into AstDB")
+        raise AssertionError("the service never mirrored the chains into Asterisk's globals")
 
     def restart_service(self, env: dict[str, str] | None = None) -> None:
         instance.stop_service(self.config)
@@ -202,3 +219,27 @@ def running_hotline(name: str, ports: dict[str, int], *, what: str = "integratio
         instance.stop_asterisk(config)
         if not os.environ.get("HOTLINE_KEEP_TEST_DIR"):
             shutil.rmtree(var_dir, ignore_errors=True)
+
+
+class LogTail:
+    """What a log file gained since this object was made."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.offset = path.stat().st_size if path.exists() else 0
+
+    def new(self) -> str:
+        if not self.path.exists():
+            return ""
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            return f.read().decode("utf-8", errors="replace")
+
+    def wait_for(self, predicate, timeout_s: float = 10.0) -> str:
+        """The new text once `predicate(text)` holds (Asterisk's logger writes asynchronously)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            text = self.new()
+            if predicate(text) or time.monotonic() > deadline:
+                return text
+            time.sleep(0.2)

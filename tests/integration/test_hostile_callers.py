@@ -34,7 +34,7 @@ from db.session import make_engine
 from routing.escalation import AttemptOutcome
 from testphones.scenario import SurgeonPhones
 
-from conftest_support import HERE, NURSE, PORTS, Hotline
+from conftest_support import HERE, NURSE, PORTS, Hotline, LogTail
 
 pytestmark = pytest.mark.integration
 
@@ -182,21 +182,6 @@ def _read_messages(path: Path) -> list[tuple[str, str]]:
 
 
 # -- the hotline's side ----------------------------------------------------
-class LogTail:
-    """What a log file gained since this object was made."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.offset = path.stat().st_size if path.exists() else 0
-
-    def new(self) -> str:
-        if not self.path.exists():
-            return ""
-        with open(self.path, "rb") as f:
-            f.seek(self.offset)
-            return f.read().decode("utf-8", errors="replace")
-
-
 def service_log(line: Hotline) -> LogTail:
     return LogTail(line.config.instance_dir / "log" / "service.log")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import configparser
 import os
 import re
-import time
 import shutil
 import socket
 import subprocess
@@ -25,30 +24,6 @@ def require_tools(*tools: str) -> None:
     from conftest_support import require_tools as require
 
     require(*tools, what="the attack suite")
-
-
-class LogTail:
-    """What a log file gained since this object was made."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.offset = path.stat().st_size if path.exists() else 0
-
-    def new(self) -> str:
-        if not self.path.exists():
-            return ""
-        with open(self.path, "rb") as f:
-            f.seek(self.offset)
-            return f.read().decode("utf-8", errors="replace")
-
-    def wait_for(self, predicate, timeout_s: float = 10.0) -> str:
-        """The new text once `predicate(text)` holds (Asterisk's logger writes asynchronously)."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            text = self.new()
-            if predicate(text) or time.monotonic() > deadline:
-                return text
-            time.sleep(0.2)
 
 
 PROJECT_DIR = SECURITY_DIR.parent.parent

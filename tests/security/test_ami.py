@@ -21,7 +21,8 @@ import time
 
 import pytest
 
-from attack_support import (PROJECT_DIR, AmiSession, LogTail, console_account, fail2ban_regex,
+from conftest_support import LogTail
+from attack_support import (PROJECT_DIR, AmiSession, console_account, fail2ban_regex,
                             manager_conf, refused, require_tools, service_account)
 from hotline import instance
 

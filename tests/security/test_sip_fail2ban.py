@@ -13,7 +13,8 @@ import subprocess
 
 import pytest
 
-from attack_support import FAIL2BAN_DIR, SIPP_PORT, LogTail, fail2ban_regex, require_tools, run_sipp
+from attack_support import FAIL2BAN_DIR, SIPP_PORT, fail2ban_regex, require_tools, run_sipp
+from conftest_support import LogTail
 from db.repo import CaseRepository
 from db.session import make_engine
 from hotline import instance
