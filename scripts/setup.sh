@@ -38,7 +38,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "== python: installing the project into .venv"
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+# Constrained by requirements.lock: every package at its pinned, audited version.
+.venv/bin/python -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[test]'
 
 echo "== asterisk: sandbox root"
 .venv/bin/hotline sandbox
