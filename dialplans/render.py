@@ -62,6 +62,7 @@ def render_all(
     sip_secret: str,
     console_ami_secret: str,
     surgeon_host: str = "127.0.0.1",
+    full_log: bool = False,
 ) -> dict[str, str]:
     """Return {file name: text} for the instance's Asterisk config dir."""
     for value in (instance_dir, prompts_dir, recordings_dir):
@@ -74,7 +75,7 @@ def render_all(
         prompts=str(prompts_dir), recordings=str(recordings_dir), ports=ports,
         agi_host=agi_host, ami_secret=ami_secret, console_ami_secret=console_ami_secret,
         sip_secret=sip_secret, surgeon_host=surgeon_host,
-        queue=QUEUE_SETTINGS, queue_teams=menu.teams,
+        queue=QUEUE_SETTINGS, queue_teams=menu.teams, full_log=full_log,
     )
     env = _env()
     return {name: env.get_template(name + ".j2").render(**context) for name in CONFIG_FILES}

@@ -64,6 +64,9 @@ class HotlineConfig:
     # empty: instance_dir/data.key, generated on first use. Keep it off the
     # database host's backups, or the backups are readable.
     data_key_file: str = ""
+    # Asterisk's full.log (verbose dialplan trace, DTMF): it holds callers'
+    # numbers and keys, so only for tests and debugging (HOTLINE_ASTERISK_FULL_LOG=1).
+    asterisk_full_log: bool = False
     # Retention periods in days (privacy/retention.py, docs/privacy.md); None:
     # that module's default. Checked at start: a bad period stops the service.
     retention_cases_days: int | None = None
@@ -168,6 +171,7 @@ _ENV_KEYS = {
     "HOTLINE_TWILIO_AUTH_TOKEN": "twilio_auth_token",
     "HOTLINE_TWILIO_PUBLIC_URL": "twilio_public_url",
     "HOTLINE_DATA_KEY_FILE": "data_key_file",
+    "HOTLINE_ASTERISK_FULL_LOG": "asterisk_full_log",
     **{f"HOTLINE_RETENTION_{kind.upper()}_DAYS": f"retention_{kind}_days"
        for kind in ("cases", "recordings", "audit", "notices", "sessions", "blocklist")},
     "HOTLINE_AGI_ALLOWED_HOSTS": "agi_allowed_hosts",  # comma-separated IP addresses
@@ -218,11 +222,12 @@ def load_config(
     port_fields = {f.name for f in dataclasses.fields(Ports)}
     if set(ports) - port_fields:
         raise ValueError(f"unknown ports: {', '.join(sorted(set(ports) - port_fields))}")
-    if isinstance(values.get("console_insecure_cookies"), str):
-        flag = str(values["console_insecure_cookies"]).strip().lower()
-        if flag not in ("1", "0", "true", "false", "yes", "no"):
-            raise ValueError("console_insecure_cookies: use 1/0, true/false or yes/no")
-        values["console_insecure_cookies"] = flag in ("1", "true", "yes")
+    for name in ("console_insecure_cookies", "asterisk_full_log"):
+        if isinstance(values.get(name), str):
+            flag = str(values[name]).strip().lower()
+            if flag not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError(f"{name}: use 1/0, true/false or yes/no")
+            values[name] = flag in ("1", "true", "yes")
     for name in [k for k in values if k.startswith("retention_") and isinstance(values[k], str)]:
         try:
             values[name] = int(str(values[name]).strip())

@@ -46,6 +46,7 @@ def render(config: HotlineConfig) -> Path:
         ami_secret=config.ami_secret(),
         sip_secret=config.sip_secret(),
         console_ami_secret=config.console_ami_secret(),
+        full_log=config.asterisk_full_log,
     )
     etc = config.instance_dir / "etc"
     write_config(files, etc)

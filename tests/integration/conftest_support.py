@@ -203,6 +203,8 @@ def running_hotline(name: str, ports: dict[str, int], *, what: str = "integratio
         "HOTLINE_VAR_DIR": str(var_dir),
         "HOTLINE_INSTANCE": name,
         "HOTLINE_MENU_FILE": str(HERE / "menu-test.toml"),
+        # The tests read Asterisk's dialplan trace (full.log); production keeps it off.
+        "HOTLINE_ASTERISK_FULL_LOG": "1",
         **{f"HOTLINE_PORT_{k.upper()}": str(v) for k, v in ports.items()},
     }
     for key in ("HOTLINE_DATABASE_URL", "HOTLINE_CONFIG", *unset):
