@@ -5,7 +5,7 @@ human-readable changes out; the time `now` is an argument and nothing here
 reads a file or a clock. `hotline/reconcile.py` reads the rows and saves.
 
 Why it exists: the dialplan serves a caller without the service (static
-fallback, AstDB mirror), and a service that is down, killed or cut off from
+fallback, chain mirror), and a service that is down, killed or cut off from
 AMI misses some or all of a call. Asterisk's own records still hold it:
 
 - the caller's channel is the linkedid's owner (uniqueid == linkedid), started

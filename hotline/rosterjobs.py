@@ -9,7 +9,7 @@ Three jobs on the service's one scheduler:
   failure is retried after 1, 2, 4, ... minutes and given up after
   `MAX_ATTEMPTS` attempts, loudly;
 - handoff (a `date` job, rescheduled after every run): just after the next
-  moment any team's on-call changes, push every team's chain into AstDB.
+  moment any team's on-call changes, push every team's chain into the chain mirror.
 
 Surviving a restart: the scheduler keeps APScheduler's default memory job
 store. A 3.x job store cannot be shared by processes, and these jobs hold
@@ -313,7 +313,7 @@ class HandoffPusher:
                 run_at += self._wall() - now
             job = self.scheduler.add_job(
                 self.run, trigger="date", run_date=run_at, id=self.job_id,
-                name="push the on-call chains to AstDB at the next handoff",
+                name="push the on-call chains to the chain mirror at the next handoff",
                 replace_existing=True, max_instances=1, coalesce=True,
                 # A late handoff push is still wanted; a dropped one would end the cycle.
                 misfire_grace_time=None,
@@ -329,7 +329,7 @@ class HandoffPusher:
             self._push()
         except Exception as exc:
             ok = False
-            logger.warning("pushing the chains to AstDB failed (%s: %s); again in %s",
+            logger.warning("pushing the chains to the chain mirror failed (%s: %s); again in %s",
                            type(exc).__name__, clean(str(exc))[:MAX_ERROR_CHARS], self.retry)
         else:
             if handoff is not None:

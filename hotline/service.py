@@ -39,7 +39,7 @@ from ivr.calls import CallDesk
 from ivr.fastagi import FastAgiServer
 from ivr.handlers import build_routes
 from ivr.menu import load_menu
-from ivr.mirror import AstdbMirror, ami_db_put
+from ivr.mirror import ChainMirror, ami_set_global
 from oncall.model import Roster
 from oncall.notices import GAP_DAYS
 from privacy.jobs import add_retention_job
@@ -109,7 +109,9 @@ class HotlineService:
         )
         self.ami = AmiClient("127.0.0.1", config.ports.ami, AMI_USER, config.ami_secret())
         self.callbacks.use_ami(self.ami)
-        self.mirror = AstdbMirror(ami_db_put(self.ami.send), self.roster_cache.roster,
+        # The heartbeat and every team's chain, as Asterisk globals the dialplan
+        # reads when the service cannot answer (ivr/mirror.py).
+        self.mirror = ChainMirror(ami_set_global(self.ami.send), self.roster_cache.roster,
                                   (*self.menu.teams, "nurse"), clock)
         # Major-incident queues: members = the team's on-call surgeons while it is on.
         self.queues = QueueKeeper(self.ami.send, self.ami.send_list, self.roster_cache.roster,
@@ -174,6 +176,8 @@ class HotlineService:
         self.scheduler.start()
         await self.agi.start()
         self.ami.add_listener(self._on_event)
+        # A reconnect may mean a restarted Asterisk, which has lost every
+        # global: the mirror sends all of it again at once.
         self.ami.on_reconnect(self.mirror.forget)
         self.ami.on_reconnect(self.queues.forget)
         self.ami.on_reconnect(self.resync)
@@ -225,7 +229,7 @@ class HotlineService:
         try:
             # Tell the dialplan at once not to ask any more (rather than after
             # the heartbeat goes stale).
-            await asyncio.wait_for(self.ami.send("DBPut", Family="hotline", Key="heartbeat", Val="0"), 2)
+            await asyncio.wait_for(self.mirror.stopped(), 2)
         except (AmiError, OSError, asyncio.TimeoutError):
             pass
         self._ami_task.cancel()

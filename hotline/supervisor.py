@@ -4,7 +4,7 @@ The worker touches a heartbeat file every half second from its event loop. The
 supervisor restarts a worker that exits and SIGKILLs one whose heartbeat goes
 stale (SIGSTOP, a blocked event loop, a deadlock) — killing closes its sockets,
 so Asterisk's waiting AGI requests return at once and the dialplan falls back
-to the AstDB mirror, instead of a caller hanging in silence. This is the same
+to the chain mirror, instead of a caller hanging in silence. This is the same
 job systemd's WatchdogSec does in production; here it needs no systemd.
 """
 from __future__ import annotations

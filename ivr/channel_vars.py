@@ -1,8 +1,9 @@
-"""Channel-variable names shared by the dialplan templates and the AGI handlers.
+"""Channel- and global-variable names shared by the dialplan templates, the AGI handlers and the mirror.
 
 The dialplan (dialplans/templates/extensions.conf.j2) uses the same literal
 names; tests/adapters/test_dialplan.py checks that both sides agree.
 """
+import re
 
 OK = "HOTLINE_OK"  # set to 1 last by every handler: the only proof the request succeeded
 CASE_ID = "HOTLINE_CASE_ID"
@@ -20,3 +21,31 @@ QUEUE_PRIO = "HOTLINE_QPRIO"  # action "queue": the caller's app_queue QUEUE_PRI
 
 ALL = (OK, CASE_ID, ROUTE, ACTION, TARGET, RING_S, ATTEMPT, WHISPER, PARTNER,
        INCIDENT, QUEUE_PRIO)
+
+# Asterisk GLOBAL variables the service sets over AMI (Setvar without a
+# Channel, ivr/mirror.py) and the dialplan reads with ${GLOBAL(...)}: plain
+# variables, because a function (DB(), ...) would need the AMI class "system".
+HEARTBEAT = "HOTLINE_HEARTBEAT"  # epoch seconds, every second; "0" once the service stops
+CHAIN_PREFIX = "HOTLINE_CHAIN_"  # + <team> + "_" + COUNT | RING | <n>: the team's mirrored chain
+CHAIN_COUNT = "COUNT"  # how many steps are mirrored (at most MAX_CHAIN_STEPS)
+CHAIN_RING = "RING"  # ring time of each step, seconds
+MAX_CHAIN_STEPS = 10  # the dialplan stops at 10 as well
+
+# A team code exactly as ivr/menu.py and routing/queue.py accept it. It goes
+# into the name verbatim (lower case, as everywhere else; Asterisk 22 tells
+# HOTLINE_X from hotline_x, so both sides must spell it alike); the suffix is one
+# segment without "_", so no two (team, part) pairs build the same name.
+_TEAM_CODE = re.compile(r"[a-z][a-z0-9_]{0,31}", re.ASCII)
+
+
+def chain_var(team: str, part: str | int) -> str:
+    """The global holding one entry of `team`'s mirrored chain: HOTLINE_CHAIN_<team>_COUNT|_RING|_<n>.
+
+    Refuses (ValueError) anything but a team code and COUNT, RING or a step 1..MAX_CHAIN_STEPS.
+    """
+    if not isinstance(team, str) or not _TEAM_CODE.fullmatch(team):
+        raise ValueError(f"not a team code: {team!r}")
+    if isinstance(part, bool) or not (part in (CHAIN_COUNT, CHAIN_RING)
+                                      or (isinstance(part, int) and 1 <= part <= MAX_CHAIN_STEPS)):
+        raise ValueError(f"not a chain entry: {part!r}")
+    return f"{CHAIN_PREFIX}{team}_{part}"

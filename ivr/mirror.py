@@ -1,88 +1,126 @@
-"""The AstDB mirror: what the dialplan needs to reach a human without the service.
+"""The chain mirror: what the dialplan needs to reach a human without the service.
 
-Asterisk keeps two things the service writes over AMI (DBPut):
-- `hotline/heartbeat`: epoch seconds, every second. The dialplan asks the
+Asterisk keeps two things the service sets over AMI as GLOBAL variables
+(Setvar without a Channel; names in ivr/channel_vars.py):
+- `HOTLINE_HEARTBEAT`: epoch seconds, every second. The dialplan asks the
   service only while it is fresh, because res_agi waits forever on a server
   that accepted the connection and then hangs.
-- `hotline-chain/<team>/count|ring|1..N`: each team's escalation chain as it
-  stands now, re-pushed when the roster changes (and on every reconnect), so
-  [hotline-mirror] can ring the right surgeons in order when a request fails.
+- `HOTLINE_CHAIN_<team>_COUNT|_RING|_1..N`: each team's escalation chain as it
+  stands now, re-pushed when the roster changes and in full after every AMI
+  (re)login, so [hotline-mirror] can ring the right surgeons in order when a
+  request fails.
+
+Globals, not AstDB: DBPut (or Setvar of DB()) needs the AMI class "system",
+which also opens GetConfig, ModuleLoad and Originate of System (docs/security.md).
+Globals live in Asterisk's memory only: a restart of Asterisk while the service
+is down leaves no mirror, and calls take the static fallback until the service
+logs in again (docs/failure-modes.md).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from datetime import datetime
 from typing import Awaitable, Callable, Iterable, Mapping
 
+from ivr.channel_vars import CHAIN_COUNT, CHAIN_RING, HEARTBEAT, MAX_CHAIN_STEPS, chain_var
 from oncall.model import Roster
 from routing.escalation import build_chain
 
 logger = logging.getLogger(__name__)
 
-HEARTBEAT = ("hotline", "heartbeat")
-CHAIN_FAMILY = "hotline-chain"
-MAX_MIRRORED_STEPS = 10  # the dialplan stops at 10 as well
+MAX_MIRRORED_STEPS = MAX_CHAIN_STEPS  # the dialplan stops at 10 as well
+STOPPED = "0"  # the heartbeat a stopping service leaves: stale at once
+
+# Only names of ours and digits go out: a name ending in ")" would be a
+# dialplan function (Asterisk writes DB(), FILE(), ... for those), and every
+# value the dialplan reads back is a number or a phone's digits.
+_GLOBAL_NAME = re.compile(r"HOTLINE_[A-Za-z0-9_]{1,64}", re.ASCII)
+_GLOBAL_VALUE = re.compile(r"[0-9]{0,32}", re.ASCII)
 
 
-def chain_entries(roster: Roster, teams: Iterable[str], at: datetime) -> dict[tuple[str, str], str]:
-    """The AstDB (family, key) -> value pairs that mirror every team's chain at `at`."""
-    entries: dict[tuple[str, str], str] = {}
+def chain_entries(roster: Roster, teams: Iterable[str], at: datetime) -> dict[str, str]:
+    """The global name -> value pairs that mirror every team's chain at `at`."""
+    entries: dict[str, str] = {}
     for team in teams:
         chain = build_chain(roster, team, at)
         steps = chain.steps[:MAX_MIRRORED_STEPS]
-        entries[(CHAIN_FAMILY, f"{team}/count")] = str(len(steps))
+        entries[chain_var(team, CHAIN_COUNT)] = str(len(steps))
         ring_s = steps[0].ring_s if steps else roster.teams[team].ring_s if team in roster.teams else 25
-        entries[(CHAIN_FAMILY, f"{team}/ring")] = str(ring_s)
+        entries[chain_var(team, CHAIN_RING)] = str(ring_s)
         for index, step in enumerate(steps, start=1):
-            entries[(CHAIN_FAMILY, f"{team}/{index}")] = step.phone
+            entries[chain_var(team, index)] = step.phone
     return entries
 
 
-DbPut = Callable[[str, str, str], Awaitable[bool]]
+SetGlobal = Callable[[str, str], Awaitable[bool]]
 
 
-class AstdbMirror:
-    """Pushes the heartbeat and the chains; only changed chain entries are sent."""
+class ChainMirror:
+    """Pushes the heartbeat and the chains; only changed chain entries are sent.
 
-    def __init__(self, db_put: DbPut, roster: Callable[[], Roster], teams: Iterable[str],
+    `forget()` (on every AMI reconnect) makes the next round send every entry
+    again, chains before the heartbeat; a send that was under way when the
+    session changed does not count as pushed.
+    """
+
+    def __init__(self, set_global: SetGlobal, roster: Callable[[], Roster], teams: Iterable[str],
                  clock: Callable[[], datetime], heartbeat_s: float = 1.0,
                  chain_check_s: float = 5.0, wall_clock: Callable[[], float] = time.time):
-        self._db_put = db_put
+        self._set_global = set_global
         self._roster = roster
         self.teams = tuple(teams)
         self._clock = clock
         self._wall = wall_clock
         self.heartbeat_s = heartbeat_s
         self.chain_check_s = chain_check_s
-        self._pushed: dict[tuple[str, str], str] = {}
+        self._pushed: dict[str, str] = {}
+        # Bumped by forget(): a push that straddles a reconnect went (partly)
+        # to the Asterisk that is gone, so its results are not remembered.
+        self._generation = 0
+        self._chains_due = True
         self._task: asyncio.Task | None = None
         self.heartbeats = 0
 
     def forget(self) -> None:
-        """After a reconnect (Asterisk may have restarted): push everything again."""
+        """After a reconnect: push everything again, now (a restarted Asterisk has lost every global)."""
         self._pushed.clear()
+        self._generation += 1
+        self._chains_due = True
 
     async def push_chains(self) -> int:
         """Send the chain entries that differ from what was last sent; returns how many."""
         wanted = chain_entries(self._roster(), self.teams, self._clock())
+        generation = self._generation
         sent = 0
-        for (family, key), value in wanted.items():
-            if self._pushed.get((family, key)) == value:
+        for name, value in wanted.items():
+            if self._pushed.get(name) == value:
                 continue
-            if await self._db_put(family, key, value):
-                self._pushed[(family, key)] = value
+            try:
+                ok = await self._set_global(name, value)
+            except ValueError:
+                # Not ours to send (a phone that is not digits): the dialplan
+                # skips an empty step; the other entries still go.
+                logger.warning("chain entry %s not mirrored: refused value", name)
+                continue
+            if ok and generation == self._generation:
+                self._pushed[name] = value
                 sent += 1
         return sent
 
     async def beat(self) -> bool:
-        ok = await self._db_put(*HEARTBEAT, str(int(self._wall())))
+        ok = await self._set_global(HEARTBEAT, str(int(self._wall())))
         self.heartbeats += ok
         return ok
 
+    async def stopped(self) -> bool:
+        """Tell the dialplan at once that the service is going, not after the heartbeat goes stale."""
+        return await self._set_global(HEARTBEAT, STOPPED)
+
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="astdb-mirror")
+        self._task = asyncio.create_task(self._run(), name="chain-mirror")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -98,22 +136,37 @@ class AstdbMirror:
         loop = asyncio.get_running_loop()
         while True:
             try:
-                await self.beat()
-                if loop.time() >= next_chain_check:
+                # Chains first: once the heartbeat is fresh the dialplan asks
+                # the service, and from then on the mirror must be whole.
+                if self._chains_due or loop.time() >= next_chain_check:
+                    self._chains_due = False
+                    next_chain_check = loop.time() + self.chain_check_s
                     sent = await self.push_chains()
                     if sent:
-                        logger.info("mirrored %d chain entries into AstDB", sent)
-                    next_chain_check = loop.time() + self.chain_check_s
+                        logger.info("mirrored %d chain entries into Asterisk globals", sent)
+                await self.beat()
             except Exception as exc:  # AMI down or slow: the next beat tries again
-                logger.warning("AstDB mirror update failed (%s)", type(exc).__name__)
+                logger.warning("chain mirror update failed (%s)", type(exc).__name__)
             await asyncio.sleep(self.heartbeat_s)
 
 
-def ami_db_put(send: Callable[..., Awaitable[Mapping[str, str]]]) -> DbPut:
-    """A DbPut over an AmiClient's `send` (returns False on an error response)."""
+def ami_set_global(send: Callable[..., Awaitable[Mapping[str, str]]]) -> SetGlobal:
+    """A SetGlobal over an AmiClient's `send`: Setvar without a Channel (False on an error response).
 
-    async def put(family: str, key: str, value: str) -> bool:
-        response = await send("DBPut", Family=family, Key=key, Val=value)
+    Refuses (ValueError, nothing sent) a name that is not a plain HOTLINE_
+    variable or a value that is not digits.
+    """
+
+    async def set_global(name: str, value: str) -> bool:
+        if not _GLOBAL_NAME.fullmatch(name):
+            raise ValueError(f"not a hotline global: {name!r}")
+        if not isinstance(value, str) or not _GLOBAL_VALUE.fullmatch(value):
+            raise ValueError(f"refused value for {name}")
+        response = await send("Setvar", Variable=name, Value=value)
         return getattr(response, "success", False)
 
-    return put
+    return set_global
+
+
+__all__ = ["ChainMirror", "MAX_MIRRORED_STEPS", "STOPPED", "SetGlobal", "ami_set_global",
+           "chain_entries"]

@@ -142,7 +142,7 @@ def test_every_request_goes_through_one_heartbeat_gated_agi_line_naming_the_call
     assert agi[0].app.startswith("AGI(${HOTLINE_AGI}/${ARG1}?linkedid=${CHANNEL(linkedid)},")
     wrapper = [line.app for line in rendered.lines() if line.context == "hotline-agi"]
     assert wrapper[0] == "Set(HOTLINE_OK=)"
-    gate = next(i for i, app in enumerate(wrapper) if "${DB(hotline/heartbeat)}" in app)
+    gate = next(i for i, app in enumerate(wrapper) if f"${{GLOBAL({channel_vars.HEARTBEAT})}}" in app)
     assert gate < wrapper.index(agi[0].app) and wrapper[gate].startswith("GotoIf(")
     assert {name for name, _ in _requests(rendered)} == REQUESTS
 
@@ -359,7 +359,11 @@ def test_manager_binds_to_loopback_and_permits_loopback_only(rendered):
 def test_the_hotline_ami_user_cannot_run_commands_and_originates_from_loopback_only(rendered):
     keys = dict(_sections(rendered.files["manager.conf"]))["hotline"]
     write = {p.strip() for p in keys["write"][0].split(",")}
-    assert not write & {"command", "all", "config", "dialplan", "user"}, write
+    # "system" would open GetConfig, ModuleLoad and Originate of System (docs/security.md).
+    assert not write & {"system", "command", "all", "config", "dialplan", "user"}, write
+    # call: Setvar of the mirror's globals; reporting: CoreShowChannels;
+    # agent: queue members; originate: callbacks. Nothing else.
+    assert write == {"call", "agent", "originate", "reporting"}, write
     # "originate" (callbacks) is as strong as "system": loopback only.
     assert keys["deny"] == ["0.0.0.0/0.0.0.0"]
     assert keys["permit"] == ["127.0.0.1/255.255.255.255"]
@@ -424,3 +428,32 @@ def test_ini_like_files_parse(rendered):
         parser = configparser.ConfigParser(strict=False, interpolation=None, comment_prefixes=(";",),
                                            inline_comment_prefixes=(";",))
         parser.read_string(rendered.files[name])
+
+
+def test_the_mirror_and_the_heartbeat_are_globals_that_survive_a_dialplan_reload(rendered):
+    """Read with GLOBAL() under the names ivr/channel_vars.py builds; no AstDB anywhere.
+
+    DB() would need the service to hold AMI "system"; clearglobalvars = no keeps
+    what the service set when the dialplan is reloaded.
+    """
+    general = dict(_sections(rendered.dialplan))["general"]
+    assert general["clearglobalvars"] == ["no"]
+    apps = "\n".join(line.app for line in rendered.lines())
+    assert "DB(" not in apps and "DB_DELETE(" not in apps and "DBdeltree(" not in apps
+    mirror = [line.app for line in rendered.lines() if line.context == "hotline-mirror"]
+    team = "${HOTLINE_MTEAM}"
+    # The same names as channel_vars.chain_var(team, part) builds, for the dialplan's team variable.
+    for part in (channel_vars.CHAIN_COUNT, channel_vars.CHAIN_RING, "${HOTLINE_MI}"):
+        name = f"{channel_vars.CHAIN_PREFIX}{team}_{part}"
+        assert any(f"${{FILTER(0-9,${{GLOBAL({name})}})}}" in app for app in mirror), name
+    assert channel_vars.chain_var("facial", 3) == "HOTLINE_CHAIN_facial_3"
+    # The team part of the name: exactly the characters a team code may hold.
+    assert "Set(HOTLINE_MTEAM=${FILTER(a-z0-9_,${HOTLINE_TEAM})})" in mirror
+    # Every GLOBAL() read is filtered to digits, and no global is ever set by the dialplan.
+    for line in rendered.lines():
+        for match in re.finditer(r"\$\{GLOBAL\(", line.app):
+            assert line.app[:match.start()].endswith("${FILTER(0-9,"), line.text
+        assert "Set(GLOBAL(" not in line.app, line.text
+    # The stale gate reads the heartbeat as a number, also when it was never set.
+    agi = [line.app for line in rendered.lines() if line.context == "hotline-agi"]
+    assert any(f"0${{FILTER(0-9,${{GLOBAL({channel_vars.HEARTBEAT})}})}}" in app for app in agi)

@@ -390,7 +390,7 @@ def test_a_failed_push_is_retried_soon_and_a_standing_clock_does_not_spin(schedu
     pusher.reschedule()
     with caplog.at_level(logging.WARNING, logger="hotline.rosterjobs"):
         pusher.run()  # as the scheduler would, at 07:50:01 -- but the clock stands still
-    assert "pushing the chains to AstDB failed (TimeoutError: AMI did not answer)" in caplog.text
+    assert "pushing the chains to the chain mirror failed (TimeoutError: AMI did not answer)" in caplog.text
     assert s.get_job(HANDOFF_JOB_ID).next_run_time == sh(3, 2, 7, 40) + timedelta(seconds=30)
     pusher.run()  # the retry succeeds; the handoff is still ahead
     assert pusher.handoff == sh(3, 2, 7, 50)

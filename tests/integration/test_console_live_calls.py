@@ -95,6 +95,8 @@ def test_the_console_ami_account_can_list_channels_and_nothing_more(line: Hotlin
                                "Data": "1", "Async": "true"}),
                 ("Command", {"Command": "core show version"}),
                 ("DBPut", {"Family": "hotline", "Key": "heartbeat", "Val": "0"}),
+                # The service's heartbeat (a global): "call" is not the console's.
+                ("Setvar", {"Variable": "HOTLINE_HEARTBEAT", "Value": "0"}),
                 ("Getvar", {"Variable": "SHELL(id)"}),
             ]:
                 response = await client.send(action, **fields)
@@ -106,6 +108,7 @@ def test_the_console_ami_account_can_list_channels_and_nothing_more(line: Hotlin
         "Originate": "Error: Permission denied",
         "Command": "Error: Permission denied",
         "DBPut": "Error: Permission denied",
+        "Setvar": "Error: Permission denied",
         # "reporting" allows Getvar of plain variables; a function needs "system".
         "Getvar": "Error: GetVar Access Forbidden: Variable",
     }

@@ -1,8 +1,8 @@
 """Never lose a caller: the service killed or hung at each step of a call.
 
 Each test breaks the service at one moment of a real call and checks the caller
-still reaches a human, within a bound, through the AstDB mirror of the team's
-chain (pushed by the service before it broke) or the static fallback.
+still reaches a human, within a bound, through the mirror of the team's chain
+(Asterisk globals the service set before it broke) or the static fallback.
 """
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest_support import Hotline
+from conftest_support import NURSE, Hotline, asterisk_globals, mirrored_chains
 from hotline import instance
+from ivr.channel_vars import HEARTBEAT
 from testphones.baresip import BaresipPhone, PhoneAccount
 from testphones.scenario import SurgeonPhones
 
@@ -111,21 +112,51 @@ def test_service_hung_mid_call_the_watchdog_frees_the_caller(broken: Hotline):
 
 def test_service_stopped_cleanly_tells_the_dialplan_at_once(broken: Hotline):
     instance.stop_service(broken.config)  # SIGTERM: heartbeat set to 0 on the way out
-    lines = instance.asterisk_cli(broken.config, "database get hotline heartbeat")
-    assert any("Value: 0" in line for line in lines), lines
+    assert asterisk_globals(broken.config)[HEARTBEAT] == "0"
     result, _ = broken.call("13611110106", press="1", surgeons="accept")
     assert result.bridged_to == "13700000101"
 
 
 def test_asterisk_restarted_the_service_reconnects_and_serves_again(broken: Hotline):
+    before = mirrored_chains(broken.config)
+    assert before
     instance.stop_asterisk(broken.config)
-    (broken.config.instance_dir / "lib" / "astdb.sqlite3").unlink()  # a fresh Asterisk knows nothing
-    instance.start_asterisk(broken.config)
-    broken.wait_mirror()  # the service reconnected (with backoff) and pushed the chains again
+    instance.start_asterisk(broken.config)  # a fresh Asterisk: no globals but [globals]
+    # The service reconnected (with backoff) and pushed the whole mirror again,
+    # not just what changed since its last push.
+    deadline = time.monotonic() + 20
+    while mirrored_chains(broken.config) != before and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert mirrored_chains(broken.config) == before
     result, since = broken.call("13611110107", press="2", surgeons="accept")
     assert result.bridged_to == REPLANT_PRIMARY
     case = broken.case_for("13611110107", since)  # served by the service, not the mirror
     assert case.outcome == "connected" and not case.fallback
+
+
+def test_a_dialplan_reload_keeps_the_mirror_and_the_heartbeat(broken: Hotline):
+    """clearglobalvars = no: the service re-sends a chain entry only when it
+    changes, so a reload that wiped the globals would leave no mirror."""
+    before = mirrored_chains(broken.config)
+    assert before
+    instance.asterisk_cli(broken.config, "dialplan reload")
+    assert mirrored_chains(broken.config) == before
+    assert int(asterisk_globals(broken.config)[HEARTBEAT]) > time.time() - 5
+    kill_service(broken)
+    result, _ = broken.call("13611110110", press="2", surgeons="accept")
+    assert result.bridged_to == REPLANT_PRIMARY  # rung from the mirror
+
+
+def test_asterisk_restarted_while_the_service_is_down_the_static_fallback_answers(broken: Hotline):
+    """The accepted cost of globals (docs/failure-modes.md): the mirror lives in
+    Asterisk's memory, so a restart without the service leaves the duty nurse."""
+    kill_service(broken)
+    instance.stop_asterisk(broken.config)
+    instance.start_asterisk(broken.config)
+    assert mirrored_chains(broken.config) == {}
+    result, _ = broken.call("13611110111", press="2", surgeons="accept")
+    assert [r.number for r in result.rings] == [NURSE]
+    assert result.bridged_to == NURSE
 
 
 def test_two_callers_at_once_reach_two_different_surgeons(line: Hotline):

@@ -1,7 +1,7 @@
 """A roster change made with `hotline roster` reaches live calls through the real Asterisk.
 
 The CLI writes to the database; the running service notices the write (roster
-version probe), re-pushes the chain into AstDB and routes the next call by it.
+version probe), re-pushes the chain into Asterisk's globals and routes the next call by it.
 """
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from hotline import instance
+from ivr.channel_vars import chain_var
 
-from conftest_support import Hotline
+from conftest_support import Hotline, mirrored_chains
 
 pytestmark = pytest.mark.integration
 
@@ -29,17 +29,16 @@ def roster_cli(line: Hotline, *args: str, check: bool = True) -> subprocess.Comp
 
 
 def first_in_chain(line: Hotline, team: str) -> str:
-    out = instance.asterisk_cli(line.config, f"database get hotline-chain {team}/1")
-    return " ".join(out)
+    return mirrored_chains(line.config).get(chain_var(team, 1), "")
 
 
 def wait_first_in_chain(line: Hotline, team: str, phone: str, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if phone in first_in_chain(line, team):
+        if first_in_chain(line, team) == phone:
             return
         time.sleep(0.3)
-    raise AssertionError(f"AstDB never showed {phone} first for {team}: {first_in_chain(line, team)!r}")
+    raise AssertionError(f"the mirror never showed {phone} first for {team}: {first_in_chain(line, team)!r}")
 
 
 def iso(at: datetime) -> str:

@@ -5,11 +5,12 @@ secret read from the instance's generated manager.conf and ami.secret, as the
 service reads them), against the sandboxed Asterisk 22. Each test asserts that
 Asterisk refused *on privilege grounds* and that nothing changed or leaked.
 
-Three tests are marked xfail(strict=True): with ``write = system,...`` the
-service's account CAN read every config file (all AMI and SIP secrets), load
-modules and add dialplan, and so run shell commands (see docs/security.md,
-"AMI"). They turn into failures the day the account loses "system" -- then
-drop the marks.
+The service's account holds ``write = call,agent,originate,reporting`` and
+never "system": with it, the account could read every config file (all AMI and
+SIP secrets), load modules, add dialplan and Originate System() -- root on the
+host (docs/security.md, "AMI"). The heartbeat and the chain mirror it needs
+are plain global variables set with Setvar ("call"); that it can still do
+exactly that, and no more, is tested here as well.
 """
 from __future__ import annotations
 
@@ -21,18 +22,12 @@ import time
 
 import pytest
 
-from conftest_support import LogTail
+from conftest_support import LogTail, asterisk_globals
 from attack_support import (PROJECT_DIR, AmiSession, console_account, fail2ban_regex,
                             manager_conf, refused, require_tools, service_account)
 from hotline import instance
 
 pytestmark = pytest.mark.integration
-
-SYSTEM_HELD = pytest.mark.xfail(
-    strict=True,
-    reason="the service's AMI account holds write=system (needed today only for DBPut of the "
-           "AstDB mirror); see docs/security.md 'AMI' for the change that drops it")
-
 
 @pytest.fixture
 def ami(hotline):
@@ -154,7 +149,6 @@ def test_service_account_cannot_read_files_outside_the_config_dir(hotline, ami, 
     assert not _leaks(response, hotline.config)
 
 
-@SYSTEM_HELD
 @pytest.mark.parametrize("filename", ["manager.conf", "pjsip.conf"])
 def test_service_account_cannot_read_config_files(hotline, ami, filename):
     """GetConfig needs system OR config: with "system" the service's account reads every secret."""
@@ -189,7 +183,6 @@ def test_service_account_cannot_change_config_files(hotline, ami):
     ("Set", "FILE({marker})=pwned"),
     ("Set", "SHELL(touch {marker})=1"),
 ])
-@SYSTEM_HELD
 def test_service_account_cannot_originate_into_a_dangerous_application(hotline, ami, application, data):
     """Originate refuses System/Exec/FILE/SHELL to an account without "system" (CVE-2024-42365).
 
@@ -215,7 +208,6 @@ def test_service_account_cannot_originate_into_arbitrary_dialplan(hotline, ami, 
     assert response["Message"] == "Extension does not exist.", response
 
 
-@SYSTEM_HELD
 def test_service_account_cannot_load_modules_or_add_dialplan(hotline, ami):
     """ModuleLoad and DialplanExtensionAdd need only "system": with it, System() is one step away."""
     responses = []
@@ -230,6 +222,33 @@ def test_service_account_cannot_load_modules_or_add_dialplan(hotline, ami):
         assert refused(response) and response["Message"] == "Permission denied", response
 
 
+def test_service_account_sets_plain_globals_only(hotline, ami):
+    """What the service needs ("call": Setvar without a channel; "reporting":
+    CoreShowChannels) works; Setvar of a function is refused and writes nothing,
+    and AstDB stays out of reach (DBPut needs "system")."""
+    config = hotline.config
+    probe = "HOTLINE_SEC_PROBE"
+    try:
+        set_ = ami.action("Setvar", Variable=probe, Value="42")
+        assert set_["Response"] == "Success", set_
+        assert asterisk_globals(config).get(probe) == "42"
+    finally:
+        ami.action("Setvar", Variable=probe, Value="")  # an empty value removes the global
+    assert ami.action("CoreShowChannels")["Response"] == "Success"
+    marker = config.var_dir / "setvar-ran"
+    for function in ("DB(hotline-sec/probe)", f"FILE({marker})", "SHELL(id)", f"SHELL(touch {marker})"):
+        response = ami.action("Setvar", Variable=function, Value="1")
+        # Asterisk 22.10: "Variable not set" (AMI threads may not write dangerous functions;
+        # DB() also logs "Dangerous function DB write blocked").
+        assert refused(response) and response["Message"] == "Variable not set", (function, response)
+    dbput = ami.action("DBPut", Family="hotline-sec", Key="probe", Val="1")
+    assert refused(dbput) and dbput["Message"] == "Permission denied", dbput
+    time.sleep(0.5)
+    assert not marker.exists()
+    found = instance.asterisk_cli(config, "database get hotline-sec probe")
+    assert not any("Value:" in line for line in found), found
+
+
 def test_console_account_is_read_only(hotline):
     user, secret = console_account(hotline.config)
     marker = hotline.config.var_dir / "console-ran"
@@ -241,6 +260,9 @@ def test_console_account_is_read_only(hotline):
                            "Data": f"touch {marker}"}),
             ("Command", {"Command": f"!touch {marker}"}),
             ("DBPut", {"Family": "hotline", "Key": "heartbeat", "Val": "0"}),
+            # The heartbeat and the chain mirror: set by the service's account only.
+            ("Setvar", {"Variable": "HOTLINE_HEARTBEAT", "Value": "0"}),
+            ("Setvar", {"Variable": "HOTLINE_CHAIN_facial_1", "Value": "0014165551212"}),
             ("ModuleLoad", {"Module": "app_system.so", "LoadType": "load"}),
             ("Getvar", {"Variable": f"SHELL(touch {marker})"}),
             ("QueueAdd", {"Queue": "hotline-facial", "Interface": "Local/1@hotline-from-surgeons"}),
@@ -252,3 +274,5 @@ def test_console_account_is_read_only(hotline):
             assert not _leaks(response, hotline.config)
     time.sleep(0.5)
     assert not marker.exists()
+    held = asterisk_globals(hotline.config)
+    assert held.get("HOTLINE_HEARTBEAT") != "0" and held.get("HOTLINE_CHAIN_facial_1") != "0014165551212"
