@@ -34,17 +34,18 @@ from db.session import make_engine
 from routing.escalation import AttemptOutcome
 from testphones.scenario import SurgeonPhones
 
-from conftest_support import HERE, NURSE, PORTS, Hotline, LogTail
+from attack_support import BASE
+from conftest_support import HERE, NURSE, Hotline, LogTail
 
 pytestmark = pytest.mark.integration
 
 SIPP_DIR = HERE / "sipp"
 CALL_SCENARIO = SIPP_DIR / "caller_info_dtmf.xml"
 REFUSED_SCENARIO = SIPP_DIR / "caller_info_refused.xml"
-# SIPp's own ports, clear of the instance's (HOTLINE_TEST_PORT_BASE moves both).
-_BASE = PORTS["sip"] - 60
-SIPP_SIP_PORT = _BASE + 300
-SIPP_MEDIA_PORT = _BASE + 320
+# SIPp's own ports, clear of the attack suite's instance (attack_support: +538..+799,
+# +900..) -- HOTLINE_TEST_PORT_BASE moves both.
+SIPP_SIP_PORT = BASE + 300
+SIPP_MEDIA_PORT = BASE + 320
 
 # RFC 3261 user part: unreserved / escaped / user-unreserved. ';' is legal too,
 # but it separates SIPp's injection fields, so it must travel as %3B.
