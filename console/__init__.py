@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask, current_app, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from hotline.config import HotlineConfig
@@ -195,7 +195,7 @@ def _build_services(config: HotlineConfig | None, engine: Engine | None,
 
         engine = make_engine((config or load_config()).db_url)
     # No on_change hook: the service notices roster writes by itself (its
-    # roster cache polls the newest audit entry) and refreshes the AstDB mirror.
+    # roster cache polls the newest audit entry) and refreshes the chain mirror.
     desk = RosterDesk(RosterStore(engine, clock=clock), clock=clock)
     from vault import Vault
 
@@ -227,7 +227,7 @@ def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(CSRFError)
     def csrf_refused(exc: CSRFError):
         from console.auth import audit
-        audit("csrf_refused", "path", request.path[:64], reason=exc.description[:100])
+        audit("csrf_refused", "path", request.path, reason=exc.description[:100])
         if wants_json():
             return ApiError(400, "csrf", "CSRF token missing or invalid", "表单已过期，请刷新后重试").response()
         return _page_error(400, "csrf")
@@ -262,8 +262,23 @@ def _register_error_handlers(app: Flask) -> None:
         # Down, unreachable or locked: worth a retry, unlike a 500.
         logger.warning("database unavailable on %s %s: %s", request.method,
                        escape(request.path[:200]), type(exc.orig).__name__)
+        if not wants_json():  # a person at a browser gets a page, not a JSON body
+            page, status = _page_error(503, "database_unavailable")
+            return page, status, {"Retry-After": "5"}
         return ApiError(503, "database_unavailable", "the database is unavailable; try again shortly",
                         "数据库暂不可用，请稍后重试", headers={"Retry-After": "5"}).response()
+
+    @app.errorhandler(DataError)
+    def refused_by_the_database(exc: DataError):
+        # A value the database cannot hold (PostgreSQL: a NUL in text, a number out
+        # of range) came from the request, and its transaction rolled back: a 400,
+        # not a 500. Only the error's type is logged -- its text holds the value.
+        logger.warning("the database refused a value on %s %s: %s", request.method,
+                       escape(request.path[:200]), type(exc.orig).__name__)
+        if not wants_json():
+            return _page_error(400, "bad_request")
+        return ApiError(400, "invalid_request", "a value in the request cannot be stored",
+                        "请求中的某个值无法保存").response()
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):

@@ -9,6 +9,9 @@ task's owner. `place` answers 202: the request is recorded (status
 `placing`); the service places it within a second or two, and the task's
 `status` and `note` tell how it went. Refusals are 409 with a stable code:
 `number_unknown`, `already_placing`, `closed`, `no_surgeon`, `changed`.
+A surgeon token sees and acts on the tasks its surgeon owns and those of the
+teams whose roster names them (`console.callbacks.may_act`); another task is
+403, audited.
 """
 from __future__ import annotations
 
@@ -18,8 +21,11 @@ from flask import Blueprint, Flask, jsonify, request
 
 from console import ApiError, services
 from console.api_roster import iso
+from console.auth import audit_text, client_ip
+from console.callbacks import SURGEON_LIST_READ, may_act, rostered_teams, visible_rows
 from console.tokens import READERS, current_token, require
 from db.callbacks import VIEWS, CallbackListRow, CallbackStore, Changed, UnknownCallback
+from db.tokens import TokenRole
 from network.callbacks import (
     NOTE_MAX,
     AlreadyPlacing,
@@ -86,11 +92,29 @@ def _refused(exc: CallbackError) -> ApiError:
     return ApiError(400, "invalid_request", str(exc)[:200], "请求无效")
 
 
+def _restricted() -> bool:
+    """Whether the token sees only its surgeon's and their teams' tasks (a surgeon token)."""
+    return current_token().role is TokenRole.SURGEON
+
+
 def _task_id(task_id: str) -> int:
+    """The task's id if the token may act on it: else 404 (unknown) or 403 (audited)."""
     # ASCII only: str.isdigit() also takes "²" (int() then raises) and "１" (read as 1).
     if not (task_id.isascii() and task_id.isdigit()) or len(task_id) > 10:
         raise ApiError(404, "not_found", "no such callback", "回拨任务不存在")
-    return int(task_id)
+    task = _store().get(int(task_id))
+    if task is None:
+        raise ApiError(404, "not_found", "no such callback", "回拨任务不存在")
+    token = current_token()
+    hub = services()
+    if _restricted() and not may_act(False, token.surgeon_id, task,
+                                     rostered_teams(hub.engine, token.surgeon_id, hub.clock())):
+        hub.audit.record(token.actor, "denied", "path", audit_text(request.path), ip=client_ip(),
+                         detail={"method": request.method,
+                                 "reason": f"callback {task.id} of another team"})
+        raise ApiError(403, "forbidden", "a surgeon token acts only on its surgeon's and their "
+                       "teams' callbacks", "医生令牌只能处理本人或本组的回拨任务")
+    return task.id
 
 
 @bp.get("/callbacks")
@@ -102,7 +126,12 @@ def list_callbacks():
                        f"view 只能是 {', '.join(VIEWS)}")
     token = current_token()
     now = services().clock()
-    rows = _store().list(view, surgeon_id=token.surgeon_id, now=now)
+    if _restricted():
+        rows = _store().list(view, surgeon_id=token.surgeon_id, now=now, limit=SURGEON_LIST_READ)
+        rows = visible_rows(rows, False, token.surgeon_id,
+                            rostered_teams(services().engine, token.surgeon_id, now))[:200]
+    else:
+        rows = _store().list(view, surgeon_id=token.surgeon_id, now=now)
     full = current_token().role.sees_full_numbers
     return jsonify({"callbacks": [task_json(r.task, now, r, full) for r in rows], "view": view})
 
@@ -130,6 +159,8 @@ def close(task_id: str):
     if not isinstance(body, dict) or not isinstance(body.get("note"), str):
         raise ApiError(400, "invalid_request", "a JSON body with 'note' (text) is required",
                        "需要 JSON 内容，包含 note（处理说明）")
+    if "\x00" in body["note"]:  # PostgreSQL text cannot hold a NUL: a 400, not a 500
+        raise ApiError(400, "invalid_request", "'note' holds a NUL character", "处理说明中含有空字符")
     cancelled = body.get("cancelled", False)
     if not isinstance(cancelled, bool):
         raise ApiError(400, "invalid_request", "'cancelled' is true or false",

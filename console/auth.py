@@ -50,10 +50,19 @@ def client_ip() -> str:
     return (request.remote_addr or "")[:64]
 
 
+def audit_text(text: str, limit: int = 64) -> str:
+    """`text` (a user name, a path: the caller's) cut to `limit` for the audit log, a NUL
+    shown as U+FFFD: PostgreSQL text cannot hold a NUL, and the failed audit write
+    would fail (500) the very request it records -- a sign-in left unaudited."""
+    return text[:limit].replace("\x00", "\ufffd")
+
+
 def audit(action: str, subject: str = "", subject_id: str = "", **detail: Any) -> None:
     user = current_user()
-    _hub().audit.record(user.actor if user else "anonymous", action, subject, subject_id,
-                        ip=client_ip(), detail=detail or None)
+    detail = {key: audit_text(value, 200) if isinstance(value, str) else value
+              for key, value in detail.items()}
+    _hub().audit.record(user.actor if user else "anonymous", action, subject,
+                        audit_text(subject_id), ip=client_ip(), detail=detail or None)
 
 
 def load_user() -> None:
@@ -122,7 +131,8 @@ def sign_in():
         username = request.form.get("username", "")[:64]
         user = _hub().users.authenticate(username, request.form.get("password", "")[:300])
         if user is None:
-            _hub().audit.record("anonymous", "sign_in_failed", "user", username, ip=client_ip())
+            _hub().audit.record("anonymous", "sign_in_failed", "user", audit_text(username),
+                                ip=client_ip())
             error = t("bad_sign_in")
         else:
             lang = session.get("lang")
@@ -159,5 +169,5 @@ def set_lang(code: str):
 
 def too_many_sign_ins(_exc: Exception):
     _hub().audit.record("anonymous", "sign_in_throttled", "user",
-                        request.form.get("username", "")[:64], ip=client_ip())
+                        audit_text(request.form.get("username", "")), ip=client_ip())
     return render_template("login.html", error=t("too_many")), 429

@@ -1,8 +1,14 @@
 """Callback tasks (回拨任务): the list, one-click 回拨, assign to me, close with a note.
 
-Every signed-in role sees the list (a callback is everyone's work until
-someone owns it); the caller's number is shown as the call list shows it
-(`caller_raw_safe`). 回拨 is a POST with the CSRF token: it only marks the
+Who sees and acts on a task (`may_act`): admins, supervisors and department
+heads every task; a surgeon the tasks they own and the tasks of the teams
+whose roster names them (`rostered_teams`: a shift, an override or a
+rotation not over for more than `ROSTER_MEMORY`) -- a callback is the team's
+work until someone owns it. Anything else is a 403 through `deny()`
+(audited), and the list shows a surgeon only those tasks. The caller's
+number is shown as the call list shows it (`caller_raw_safe`).
+
+回拨 is a POST with the CSRF token: it only marks the
 task `placing` in the database -- the service, which alone may originate,
 rings the surgeon within a second or two (hotline/callbacks.py). A surgeon
 who clicks is rung themself and becomes the owner; staff ring the owner.
@@ -10,17 +16,23 @@ Every change is audited by the store in its own transaction.
 """
 from __future__ import annotations
 
-from flask import Blueprint, Flask, abort, redirect, render_template, request, url_for
+from collections.abc import Collection
+from datetime import datetime, timedelta
 
-from console.auth import current_user, signed_in
+from flask import Blueprint, Flask, abort, redirect, render_template, request, url_for
+from sqlalchemy import Engine, or_, select
+
+from console.auth import current_user, deny, signed_in
 from console.calls import local, team_word
 from console.i18n import add_words, t
-from db.callbacks import VIEWS, CallbackStore, Changed, UnknownCallback
+from db.callbacks import VIEWS, CallbackListRow, CallbackStore, Changed, UnknownCallback
+from db.models import OverrideRow, RotationRow, ShiftRow
 from network.callbacks import (
     NOTE_MAX,
     AlreadyPlacing,
     CallbackError,
     CallbackStatus,
+    CallbackTask,
     NoSurgeon,
     NotDialable,
     NumberUnknown,
@@ -94,6 +106,45 @@ def store() -> CallbackStore:
     return CallbackStore(hub.engine, clock=hub.clock)
 
 
+# A surgeon keeps their team's callbacks for a while after their last shift in it.
+ROSTER_MEMORY = timedelta(days=30)
+# The list is filtered after reading for a surgeon: read enough to fill it.
+SURGEON_LIST_READ = 1000
+
+
+def rostered_teams(engine: Engine, surgeon_id: int | None, now: datetime) -> frozenset[str]:
+    """The teams whose roster names the surgeon: a shift or override ending after
+    now - ROSTER_MEMORY, or a rotation not ended before then (members are a text list)."""
+    if surgeon_id is None:
+        return frozenset()
+    since = now - ROSTER_MEMORY
+    teams: set[str] = set()
+    with engine.connect() as conn:
+        for table in (ShiftRow, OverrideRow):
+            teams.update(conn.execute(select(table.team).distinct().where(
+                table.surgeon_id == surgeon_id, table.ends_at > since)).scalars())
+        for team, members in conn.execute(select(RotationRow.team, RotationRow.members).where(
+                or_(RotationRow.until_date.is_(None), RotationRow.until_date >= since.date()))):
+            if str(surgeon_id) in (m.strip() for m in (members or "").split(",")):
+                teams.add(team)
+    return frozenset(teams)
+
+
+def may_act(sees_all: bool, surgeon_id: int | None, task: CallbackTask,
+            teams: Collection[str]) -> bool:
+    """Staff (`sees_all`) on every task; a surgeon on tasks they own or of their teams."""
+    if sees_all:
+        return True
+    if surgeon_id is None:
+        return False
+    return task.owner_surgeon_id == surgeon_id or (task.team is not None and task.team in teams)
+
+
+def visible_rows(rows: list[CallbackListRow], sees_all: bool, surgeon_id: int | None,
+                 teams: Collection[str]) -> list[CallbackListRow]:
+    return [row for row in rows if may_act(sees_all, surgeon_id, row.task, teams)]
+
+
 def error_word(exc: Exception) -> str:
     """The console's word for a refused change."""
     if isinstance(exc, NumberUnknown):
@@ -116,8 +167,14 @@ def _render(view: str, *, message: str | None = None, error: str | None = None,
     from console import services
 
     user = current_user()
-    now = services().clock()
-    rows = store().list(view, surgeon_id=user.surgeon_id, now=now)
+    hub = services()
+    now = hub.clock()
+    sees_all = user.role.sees_all_cases
+    rows = store().list(view, surgeon_id=user.surgeon_id, now=now,
+                        **({} if sees_all else {"limit": SURGEON_LIST_READ}))
+    if not sees_all:
+        rows = visible_rows(rows, False, user.surgeon_id,
+                            rostered_teams(hub.engine, user.surgeon_id, now))[:200]
     return render_template(
         "callbacks.html", rows=rows, view=view, views=VIEWS, now=now, local=local,
         team_word=team_word, message=message, error=error, note_max=NOTE_MAX,
@@ -139,10 +196,21 @@ def index():
 
 
 def _task_id(task_id: str) -> int:
+    """The task's id if the user may act on it: else 404 (unknown) or 403 (audited)."""
+    from console import services
+
     # ASCII only: str.isdigit() also takes "²" (int() then raises) and "１" (read as 1).
     if not (task_id.isascii() and task_id.isdigit()) or len(task_id) > 10:
         abort(404)
-    return int(task_id)
+    task = store().get(int(task_id))
+    if task is None:
+        abort(404)
+    user = current_user()
+    hub = services()
+    if not user.role.sees_all_cases and not may_act(
+            False, user.surgeon_id, task, rostered_teams(hub.engine, user.surgeon_id, hub.clock())):
+        deny(f"callback {task.id}: neither the surgeon's nor their team's")
+    return task.id
 
 
 @bp.post("/<task_id>/place")
@@ -179,6 +247,8 @@ def close(task_id: str):
     user = current_user()
     note = request.form.get("note", "")
     cancelled = request.form.get("cancelled") == "1"
+    if "\x00" in note:  # PostgreSQL text cannot hold a NUL: refuse it here, not with a 500
+        return _render(_view(), error=t("callbacks.err.note"), status=400)
     try:
         store().close(_task_id(task_id), user.actor, note, cancelled=cancelled)
     except UnknownCallback:

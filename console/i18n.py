@@ -32,6 +32,8 @@ WORDS: dict[str, dict[str, str]] = {
     "bad_request": {"zh": "请求无效", "en": "Bad request"},
     "csrf": {"zh": "表单已过期，请刷新后重试", "en": "The form expired; reload and try again"},
     "server_error": {"zh": "服务器内部错误", "en": "Internal error"},
+    "database_unavailable": {"zh": "数据库暂不可用，请稍后重试",
+                             "en": "The database is unavailable; try again shortly"},
     "signed_in_as": {"zh": "当前用户", "en": "Signed in as"},
     "role.admin": {"zh": "系统管理员", "en": "Admin"},
     "role.supervisor": {"zh": "质控", "en": "Supervisor"},

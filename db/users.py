@@ -240,8 +240,13 @@ def audit_row(conn: Connection, at: datetime, actor: str, action: str, subject: 
               subject_id: object = "", detail: Mapping[str, Any] | None = None, *,
               ip: str = "") -> None:
     """Write one audit_log row in the caller's transaction, so a change and its
-    audit entry land together or not at all. Values are cut to their columns."""
+    audit entry land together or not at all. Values are cut to their columns;
+    a NUL (which PostgreSQL cannot store in text) becomes U+FFFD, so hostile
+    input can never make its own audit entry fail."""
+    def text(value: object, limit: int) -> str:
+        return str(value).replace("\x00", "\ufffd")[:limit]
+
     conn.execute(insert(AuditRow).values(
-        at=at, actor=actor[:128], action=action[:48], subject=subject[:32],
-        subject_id=str(subject_id)[:64], ip=ip[:64],
+        at=at, actor=text(actor, 128), action=text(action, 48), subject=text(subject, 32),
+        subject_id=text(subject_id, 64), ip=text(ip, 64),
         detail=json.dumps(detail, ensure_ascii=False, default=str) if detail else None))

@@ -11,12 +11,14 @@ from cases.lifecycle import mark_ended, open_case, record_menu, set_team, set_vo
 from console.api_console import openapi_document
 from db.callbacks import CallbackStore
 from db.models import AuditRow
-from db.repo import CaseRepository
+from db.repo import CaseRepository, write_roster
 from db.tokens import TokenStore
 from network.callbacks import CallbackStatus
+from oncall.model import Role, Shift
 from routing.callers import classify
 from tests.support.clock import Clock
-from tests.support.console import console_app, csrf_token, seed_people, sign_in
+from tests.support.console import (SURGEONS, TEAMS, console_app, csrf_token, seed_people,
+                                   sign_in)
 
 NOW = datetime(2026, 3, 2, 6, 30, tzinfo=timezone.utc)
 T0 = NOW - timedelta(minutes=20)
@@ -34,6 +36,12 @@ def voicemail(case_id: str, linkedid: str, caller: str | None, team: str = "faci
 @pytest.fixture
 def hub(engine):
     seed_people(engine)
+    # Surgeons 1, 2 and 3 were on facial's roster last week (nobody is on call
+    # now, so the tasks get no owner): its callbacks are theirs to act on.
+    with engine.begin() as conn:
+        write_roster(conn, TEAMS, SURGEONS, [
+            Shift("facial", surgeon, Role.PRIMARY, T0 - timedelta(days=7 + surgeon),
+                  T0 - timedelta(days=6 + surgeon)) for surgeon in (1, 2, 3)])
     repo = CaseRepository(engine, clock=lambda: T0)
     repo.save(voicemail("20260302-141000-aaaaaa", "1.1", "13912345678"))
     repo.save(voicemail("20260302-141100-bbbbbb", "1.2", None))  # anonymous

@@ -64,7 +64,9 @@ def test_a_voicemail_becomes_a_task_placed_from_the_api_surgeon_first_then_the_c
                                                        CallbackStatus.OPEN, CALLER)
     assert task.owner_surgeon_id is None  # burns had no primary on call
 
-    # 2. A surgeon's token places it through the JSON API.
+    # 2. The duty desk gives it to a surgeon (burns has nobody on call; a surgeon
+    # acts only on their own tasks or their teams'), whose token places it.
+    store.assign(task.id, SURGEON.id, "it:desk")
     _, secret = TokenStore(engine).create(f"cb-live-{int(time.time())}", "surgeon",
                                           surgeon_id=SURGEON.id)
     app = create_app(engine=engine, test_config={"TESTING": True, "SECRET_KEY": "it-only"})
