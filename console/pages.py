@@ -16,6 +16,7 @@ from db.users import User
 PAGE_MODULES = (
     "console.calls",  # the call list, exports
     "console.cases",  # case detail, notes, recordings
+    "console.photos",  # wound photos: the caller's upload page (/u/<token>), a case's photos, upload links
     "console.live",  # calls in progress, who is on call now
     "console.rosters",  # calendars, chains, swaps
     "console.figures",  # the network's figures

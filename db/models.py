@@ -518,3 +518,40 @@ class ConsoleSessionRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ip: Mapped[str] = mapped_column(String(64), default="")
+
+
+class UploadLinkRow(Base):
+    """A link that lets a caller send photos into one case (photos.links); the token is kept hashed."""
+
+    __tablename__ = "upload_links"
+    __table_args__ = (Index(None, "case_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.case_id", ondelete="CASCADE"))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # hex SHA-256
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    max_uploads: Mapped[int] = mapped_column(Integer)
+    uploads: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(128))  # "user:<name>", "service"
+
+
+class CasePhotoRow(Base):
+    """A wound photo in a case: our re-encoded JPEG and thumbnail, sealed, under the recordings dir."""
+
+    __tablename__ = "case_photos"
+    __table_args__ = (Index(None, "case_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.case_id", ondelete="CASCADE"))
+    link_id: Mapped[int | None] = mapped_column(ForeignKey("upload_links.id", ondelete="SET NULL"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    note: Mapped[str] = mapped_column(Text, default="")
+    path: Mapped[str] = mapped_column(String(255))  # relative to the recordings dir
+    thumb_path: Mapped[str] = mapped_column(String(255))
+    bytes: Mapped[int] = mapped_column(Integer)  # of the stored JPEG, before sealing
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))  # of the stored JPEG, before sealing
+    sender: Mapped[str] = mapped_column(String(32))  # "caller" or "surgeon:<id>"

@@ -34,8 +34,8 @@ from typing import Any
 from sqlalchemy import Engine, and_, delete, func, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
-from db.models import (AuditRow, BlockedNumberRow, CallbackRow, CaseNoteRow, CaseRow,
-                       ConsoleSessionRow, DialAttemptRow, MenuEventRow, NoticeRow,
+from db.models import (AuditRow, BlockedNumberRow, CallbackRow, CaseNoteRow, CasePhotoRow,
+                       CaseRow, ConsoleSessionRow, DialAttemptRow, MenuEventRow, NoticeRow,
                        ReferralEventRow, ReferralRow, RosterAuditRow)
 from db.users import audit_row
 from privacy.files import Where, locate
@@ -98,7 +98,8 @@ def purge(engine: Engine, policy: RetentionPolicy, now: datetime, recordings_dir
     report = PurgeReport(now, dry_run)
     root = Path(recordings_dir)
     steps: dict[DataKind, Callable[[KindReport], None]] = {
-        DataKind.RECORDINGS: lambda r: _recordings(engine, r, root, now, dry_run, batch),
+        DataKind.RECORDINGS: lambda r: (_recordings(engine, r, root, now, dry_run, batch),
+                                        _photos(engine, r, root, dry_run, batch)),
         DataKind.CASES: lambda r: _cases(engine, r, root, dry_run, batch),
         DataKind.NOTICES: lambda r: _rows(engine, r, NoticeRow.__table__.c.id, or_(
             NoticeRow.sent_at < r.cutoff, NoticeRow.gave_up_at < r.cutoff), "notices", dry_run, batch),
@@ -227,6 +228,36 @@ def _recordings(engine: Engine, report: KindReport, root: Path, now: datetime, d
                     ).values({column: None, "revision": CASES.c.revision + 1, "updated_at": now}))
         if len(rows) < batch:
             return
+
+
+def _photos(engine: Engine, report: KindReport, root: Path, dry_run: bool, batch: int) -> None:
+    """Wound photos go with the recordings' period: their files (photo and
+    thumbnail) and rows, for cases started before the cut-off."""
+    photos = CasePhotoRow.__table__
+    last = 0
+    while True:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(photos.c.id, photos.c.path, photos.c.thumb_path)
+                .join(CASES, CASES.c.case_id == photos.c.case_id)
+                .where(CASES.c.started_at < report.cutoff, photos.c.id > last)
+                .order_by(photos.c.id).limit(batch)).all()
+        if not rows:
+            return
+        last = rows[-1].id
+        gone = []
+        for row in rows:
+            kept = [stored for stored in (row.path, row.thumb_path)
+                    if stored and not _remove(root, stored, dry_run, report)]
+            if kept:
+                logger.warning("retention: photo %d keeps a file outside the recordings dir "
+                               "or not deletable", row.id)
+            else:
+                gone.append(row.id)
+        report.add("photos", len(gone))
+        if not dry_run and gone:
+            with engine.begin() as conn:
+                conn.execute(photos.delete().where(photos.c.id.in_(gone)))
 
 
 # -- cases -----------------------------------------------------------------------

@@ -224,7 +224,12 @@ def cmd_console(args, config: HotlineConfig) -> int:
     print(f"console on http://{args.host}:{port}/ and the JSON API under /api/v1 "
           f"(database {_redact(config.db_url)})", flush=True)
     # waitress: a production WSGI server in pure Python, no C build, threads.
-    waitress.serve(app, host=args.host, port=port, threads=args.threads, ident="hotline")
+    from photos.rules import MAX_POST_BYTES
+
+    # waitress would buffer up to 1 GiB of a body before the app sees it: the
+    # largest legitimate body is a photo upload (console/photos.py).
+    waitress.serve(app, host=args.host, port=port, threads=args.threads, ident="hotline",
+                   max_request_body_size=MAX_POST_BYTES + 1024 * 1024)
     return 0
 
 

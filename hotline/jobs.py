@@ -88,10 +88,13 @@ def seal_recordings_job(recordings_dir, vault) -> tuple[int, int] | None:
     a rotated key); never raises (the next run retries)."""
     import time
 
+    from photos.files import seal_photo_tree
     from vault import seal_tree
 
     try:
         sealed, failed = seal_tree(recordings_dir, vault, quiet_s=SEAL_QUIET_S, now=time.time())
+        photos_sealed, photos_failed = seal_photo_tree(recordings_dir, vault)
+        sealed, failed = sealed + photos_sealed, failed + photos_failed
     except Exception:
         logger.exception("sealing recordings failed")
         return None

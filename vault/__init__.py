@@ -208,6 +208,8 @@ def seal_tree(root: Path, vault: Vault, *, quiet_s: float, now: float) -> tuple[
     for path in sorted(Path(root).rglob("*")):
         if path.is_symlink() or not path.is_file() or path.suffix in (".sealing", ".part"):
             continue
+        if path.is_relative_to(Path(root) / "photos"):
+            continue  # sealed for their case, not as recordings (photos.files.seal_photo_tree)
         try:
             if now - path.stat().st_mtime < quiet_s:
                 continue

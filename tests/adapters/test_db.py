@@ -52,7 +52,7 @@ TABLES = {"teams", "surgeons", "shifts", "partner_hospitals", "hospital_phones",
           "case_menu_events", "dial_attempts", "callbacks", "rotations", "trades", "overrides",
           "leave", "roster_audit", "notices", "api_tokens", "users", "audit_log", "case_notes",
           "console_sessions", "hospital_contacts", "referrals", "referral_events", "incidents",
-          "blocked_numbers"}
+          "blocked_numbers", "upload_links", "case_photos"}
 
 
 def s(seconds: float) -> datetime:
@@ -87,7 +87,7 @@ def test_migrate_an_empty_database(db_url):
     try:
         assert TABLES <= set(inspect(engine).get_table_names())
         with engine.connect() as conn:
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0007"
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0008"
             if engine.dialect.name == "sqlite":
                 assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
                 assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1

@@ -470,3 +470,31 @@ def test_help_is_bilingual(capsys):
         _cli(HotlineConfig(), ["privacy", "--help"])
     out = capsys.readouterr().out
     assert "个人信息" in out and "export" in out and "purge" in out
+
+
+def test_wound_photos_go_with_the_recordings_period(engine, rec_dir):
+    """A photo's files and row are deleted with the recordings of an old case; a young case keeps them."""
+    from db.models import CasePhotoRow
+
+    add_case(engine, "old", ago(1200), full=False)  # past the recordings' 1095 days
+    add_case(engine, "young", ago(10), full=False)
+    for case_id in ("old", "young"):
+        folder = rec_dir / "photos" / case_id
+        folder.mkdir(parents=True)
+        (folder / "1.jpg").write_bytes(b"sealed photo")
+        (folder / "1-thumb.jpg").write_bytes(b"sealed thumb")
+        with engine.begin() as conn:
+            conn.execute(insert(CasePhotoRow).values(
+                case_id=case_id, at=NOW, note="", path=f"photos/{case_id}/1.jpg",
+                thumb_path=f"photos/{case_id}/1-thumb.jpg", bytes=12, width=1, height=1,
+                sha256="0" * 64, sender="caller"))
+    dry = purge(engine, POLICY, NOW, rec_dir, dry_run=True)
+    assert dry.kinds[DataKind.RECORDINGS].counts["photos"] == 1
+    assert (rec_dir / "photos" / "old" / "1.jpg").exists()
+    report = purge(engine, POLICY, NOW, rec_dir)
+    assert report.kinds[DataKind.RECORDINGS].counts["photos"] == 1
+    assert not (rec_dir / "photos" / "old" / "1.jpg").exists()
+    assert not (rec_dir / "photos" / "old" / "1-thumb.jpg").exists()
+    assert (rec_dir / "photos" / "young" / "1.jpg").read_bytes() == b"sealed photo"
+    with engine.connect() as conn:
+        assert sorted(conn.execute(select(CasePhotoRow.case_id)).scalars()) == ["young"]

@@ -34,6 +34,8 @@ POLICY: dict[str, str] = {
     "home": "public", "static": "public", "auth.sign_in": "public", "auth.sign_out": "public",
     "auth.set_lang": "public", "api_console.openapi": "public",
     "cases.detail": "object", "cases.add_note": "object", "cases.recording": "object",
+    "photos.upload": "public", "photos.case_photos": "object", "photos.photo": "object",
+    "photos.thumb": "object", "photos.new_link": "object", "photos.revoke_link": "object",
     "api_console.case": "object",
     "referrals.detail": "object", "referrals.change_status": "object",
     "referrals.edit_patient": "object", "referrals.assign": "role", "referrals.create": "object",
@@ -89,6 +91,11 @@ ATTACKS = (
     Attack("cases.add_note", "POST", "/cases/{other_case}/notes", {"text": "mine now"}),
     Attack("cases.add_note", "POST", "/cases/{other_case}/notes",
            {"text": "", "disposition": "advice_only"}),
+    Attack("photos.case_photos", "GET", "/cases/{other_case}/photos"),
+    Attack("photos.photo", "GET", "/cases/{other_case}/photos/1"),
+    Attack("photos.thumb", "GET", "/cases/{other_case}/photos/1/thumb"),
+    Attack("photos.new_link", "POST", "/cases/{other_case}/upload-link"),
+    Attack("photos.revoke_link", "POST", "/cases/{other_case}/upload-links/1/revoke"),
     Attack("cases.recording", "GET", "/cases/{other_recording_case}/recording",
            secrets=("RIFF",)),
     Attack("cases.recording", "GET", "/cases/{other_recording_case}/recording?download=1",
@@ -301,7 +308,7 @@ def test_every_route_is_guarded_and_every_guard_is_attacked(world):
     assert not missing, f"guarded routes without an attack: {sorted(missing)}"
     # Every rule that takes an id of something is guarded per object (or shared on purpose).
     for rule in app.url_map.iter_rules():
-        if rule.arguments - {"filename", "code"}:
+        if rule.arguments - {"filename", "code", "token"}:
             assert POLICY[rule.endpoint] in ("object", "role", "shared"), rule.rule
     # And every API route refuses a request without a token.
     client = app.test_client()
