@@ -75,6 +75,8 @@ class Vault:
         """The plain bytes of `blob`; plain data (no magic) is returned as it is."""
         if not self.is_sealed(blob):
             return blob
+        if len(blob) < HEADER + 16:  # the header and the tag, at least
+            raise VaultError("sealed data is cut short")
         opener = self._openers.get(blob[len(MAGIC):len(MAGIC) + 4])
         if opener is None:
             raise VaultError("sealed with a key that is not in the key ring")

@@ -48,6 +48,9 @@ def test_changed_or_misplaced_data_does_not_open():
         Vault([new_key()]).open_note(note, "C-1")  # another key ring
     with pytest.raises(VaultError):
         vault.open_note(NOTE_PREFIX + "!!not base64!!", "C-1")
+    for cut in (4, 8, 20, 35):  # a truncated file: the magic and part of the rest
+        with pytest.raises(VaultError):
+            vault.open(bytes(sealed)[:cut], RECORDING)
 
 
 def test_plain_data_written_before_sealing_passes_through():
