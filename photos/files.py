@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from photos.rules import photo_purpose
-from vault import Vault, VaultError
+from vault import Vault, VaultError, seal_file
 
 FILE_MODE = 0o640
 DIR_MODE = 0o750
@@ -93,11 +93,8 @@ def seal_photo_tree(root: Path, vault: Vault) -> tuple[int, int]:
             if path.is_symlink() or not path.is_file():
                 continue
             try:
-                data = path.read_bytes()
-                if vault.sealed_by_current_key(data):
-                    continue
-                write_atomic(path, vault.seal(vault.open(data, purpose), purpose))
-                sealed += 1
+                if seal_file(path, vault, purpose):
+                    sealed += 1
             except (OSError, VaultError):
                 failed += 1
     return sealed, failed

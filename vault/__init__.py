@@ -136,8 +136,9 @@ def read_recording(path: Path, vault: Vault | None) -> bytes:
     return vault.open(data, RECORDING)
 
 
-def seal_file(path: Path, vault: Vault) -> bool:
-    """Seal a recording in place (atomically: a sealed copy, fsync, rename).
+def seal_file(path: Path, vault: Vault, purpose: bytes = RECORDING) -> bool:
+    """Seal a file in place (atomically: a sealed copy, fsync, rename): a recording,
+    or whatever `purpose` names (a photo: `photos.rules.photo_purpose`).
 
     Returns False when it was sealed already with the current key. A file sealed
     with an older key of the ring is re-sealed with the current one (rotation).
@@ -146,12 +147,12 @@ def seal_file(path: Path, vault: Vault) -> bool:
     data = path.read_bytes()
     if vault.sealed_by_current_key(data):
         return False
-    plain = vault.open(data, RECORDING)
+    plain = vault.open(data, purpose)
     part = path.with_name(path.name + ".sealing")
     try:
         fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
         with os.fdopen(fd, "wb") as out:
-            out.write(vault.seal(plain, RECORDING))
+            out.write(vault.seal(plain, purpose))
             out.flush()
             os.fsync(out.fileno())
         os.replace(part, path)
