@@ -4,7 +4,10 @@ Snapshots are coalesced per case (only the newest is written) and retried with
 backoff while the database is unavailable, round-robin, so one case that keeps
 failing does not hold the others back. On the final snapshot of a call it
 attaches the recording once Asterisk has finished writing it (MixMonitor closes
-the file just after the hang-up).
+the file just after the hang-up). Waiting for that file never holds the thread:
+a case whose recording is not settled yet is set aside and looked at again
+`recording_settle_s` later, for at most `recording_wait_s`, while the other
+cases are written.
 
 With a `Journal`, every snapshot is journaled in `submit` before it is queued,
 and `start` replays the journal's newest snapshot of every case: a service
@@ -33,6 +36,10 @@ from vault import Vault, seal_file
 logger = logging.getLogger(__name__)
 
 
+# _write's answer for a final snapshot whose recording is still being written.
+_NOT_SETTLED = "recording not settled"
+
+
 class CaseStore(Protocol):
     def save(self, case: Case) -> object: ...
 
@@ -55,6 +62,11 @@ class CaseWriter:
         self.compact_idle_s = compact_idle_s
         self._pending: dict[str, tuple[Case, bool]] = {}
         self._order: list[str] = []
+        # Final snapshots set aside until their recording settles: not before
+        # this monotonic time; and per case, when it was first looked for and
+        # the size seen last.
+        self._not_before: dict[str, float] = {}
+        self._recording_seen: dict[str, tuple[float, int]] = {}
         self._cond = threading.Condition()
         self._busy = False
         self._stopping = False
@@ -169,8 +181,16 @@ class CaseWriter:
         while True:
             item = None
             with self._cond:
-                while not self._order and not self._stopping:
-                    if not self._compact_due:
+                ready = None
+                while not self._stopping:
+                    now = time.monotonic()
+                    ready = next((cid for cid in self._order
+                                  if self._not_before.get(cid, 0.0) <= now), None)
+                    if ready is not None:
+                        break
+                    if self._order:  # only cases waiting for their recording to settle
+                        self._cond.wait(max(0.01, min(self._not_before[cid] for cid in self._order) - now))
+                    elif not self._compact_due:
                         self._cond.wait()
                     elif not self._cond.wait_for(lambda: self._order or self._stopping,
                                                  self.compact_idle_s):
@@ -179,9 +199,10 @@ class CaseWriter:
                 if self._stopping:
                     # stop() has waited for its flush: what is left stays journaled.
                     return
-                if self._order:
-                    case_id = self._order.pop(0)
-                    item = self._pending.pop(case_id)
+                if ready is not None:
+                    self._order.remove(ready)
+                    self._not_before.pop(ready, None)
+                    item = self._pending.pop(ready)
                     self._busy = True
             if item is None:
                 self._compact()  # drop what the database has from the journal
@@ -195,6 +216,15 @@ class CaseWriter:
             delay = 0.0
             with self._cond:
                 self._busy = False
+                if error is _NOT_SETTLED:
+                    # Back in the queue behind the others, looked at again shortly.
+                    newer = self._pending.get(case.case_id)
+                    if newer is None:
+                        self._order.append(case.case_id)
+                        self._pending[case.case_id] = (case, final)
+                    self._not_before[case.case_id] = time.monotonic() + self.recording_settle_s
+                    self._cond.notify_all()
+                    continue
                 if error is None:
                     streak = 0
                     self._compact_due = self.journal is not None
@@ -213,6 +243,8 @@ class CaseWriter:
         """One try at saving the snapshot: None when done with it, else the error's
         type name (the snapshot is queued again to retry)."""
         revision = case.revision  # as journaled; attaching the recording bumps it
+        if final and not self._recording_settled(case):
+            return _NOT_SETTLED
         if final:
             try:
                 self._attach_recording(case)
@@ -302,21 +334,28 @@ class CaseWriter:
                 logger.error("sealing the audio of case %s failed (%s)", case.case_id,
                              type(exc).__name__)
 
+    def _recording_settled(self, case: Case) -> bool:
+        """Whether a final snapshot can be written now: its recording has stopped
+        growing (the same size, more than a WAV header, at two looks), or there is
+        none to wait for, or `recording_wait_s` has passed since the first look."""
+        if case.recording_path is not None or case.connected_seq is None:
+            return True
+        try:
+            size = (self.recordings_dir / f"{case.case_id}.wav").stat().st_size
+        except OSError:
+            size = -1
+        now = time.monotonic()
+        first, last = self._recording_seen.get(case.case_id, (now, -2))
+        if (size > 44 and size == last) or now - first >= self.recording_wait_s:
+            self._recording_seen.pop(case.case_id, None)
+            return True
+        self._recording_seen[case.case_id] = (first, size)
+        return False
+
     def _attach_recording(self, case: Case) -> None:
         if case.recording_path is not None or case.connected_seq is None:
             return
         path = self.recordings_dir / f"{case.case_id}.wav"
-        deadline = time.monotonic() + self.recording_wait_s
-        last_size = -1
-        while time.monotonic() < deadline:
-            try:
-                size = path.stat().st_size
-            except FileNotFoundError:
-                size = -1
-            if size > 44 and size == last_size:
-                break
-            last_size = size
-            time.sleep(self.recording_settle_s)
         seconds = wav_duration_s(path)
         if seconds is not None and seconds > 0:
             lifecycle.set_recording(case, case.ended_at or case.started_at, str(path),
