@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 
 # chromium: the browser the console's end-to-end tests drive (Playwright, never a
 # downloaded browser); fonts-noto-cjk so its screenshots show Chinese, not boxes.
+# kamailio: the SIP front door of a cluster (cluster/kamailio.py), started by us.
 APT_PACKAGES=(debootstrap baresip-core sip-tester espeak-ng sox util-linux postgresql-client chromium
-              fonts-noto-cjk fail2ban)
+              fonts-noto-cjk fail2ban kamailio)
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "scripts/setup.sh: run as root (apt-get, debootstrap, chroot)" >&2
@@ -25,6 +26,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+# Debian enables its own kamailio service on 5060 with the sample config; the
+# front door is started by the hotline on its own config, so keep that one off.
+if [ -d /run/systemd/system ] && { systemctl is-enabled --quiet kamailio.service ||
+                                    systemctl is-active --quiet kamailio.service; } 2>/dev/null; then
+  systemctl disable --now kamailio.service
 fi
 
 PYTHON=${PYTHON:-python3}
