@@ -1,7 +1,9 @@
 """Render the Asterisk config dir of one instance from templates, the menu and the config."""
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from pathlib import Path
 
 import jinja2
@@ -38,6 +40,44 @@ CONFIG_FILES = (
 )
 
 
+# A node's name becomes Asterisk's systemname, the prefix of every uniqueid
+# and linkedid, and part of recording file names: lower-case letters, digits
+# and inner dashes, short.
+NODE_NAME = re.compile(r"[a-z][a-z0-9-]{0,22}[a-z0-9]", re.ASCII)
+
+
+def check_agi_target(target: str) -> str:
+    """A FastAGI target "IPv4:port"; ValueError otherwise.
+
+    Only an IPv4 literal and a port: the value goes into the dialplan verbatim.
+    """
+    host, sep, port = str(target).rpartition(":")
+    try:
+        ipaddress.IPv4Address(host)
+        ok = sep == ":" and port.isascii() and port.isdigit() and 0 < int(port) < 65536
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"not a FastAGI target (ip:port): {str(target)[:60]!r}")
+    return target
+
+
+def agi_ask_order(targets: tuple[str, ...], first: int = 1) -> list[tuple[int, str]]:
+    """(slot, target) in the order a node asks them: slot `first`, then on, wrapping.
+
+    >>> agi_ask_order(("127.0.0.1:4573", "127.0.0.1:4574"), first=2)
+    [(2, '127.0.0.1:4574'), (1, '127.0.0.1:4573')]
+    """
+    from ivr.channel_vars import MAX_SERVICE_SLOTS
+
+    if not 1 <= len(targets) <= MAX_SERVICE_SLOTS:
+        raise ValueError(f"1 to {MAX_SERVICE_SLOTS} FastAGI targets")
+    if isinstance(first, bool) or not isinstance(first, int) or not 1 <= first <= len(targets):
+        raise ValueError(f"agi_first must be a slot 1..{len(targets)}")
+    slots = [(slot, check_agi_target(target)) for slot, target in enumerate(targets, start=1)]
+    return slots[first - 1:] + slots[:first - 1]
+
+
 def _env() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
@@ -63,8 +103,21 @@ def render_all(
     console_ami_secret: str,
     surgeon_host: str = "127.0.0.1",
     full_log: bool = False,
+    agi_targets: tuple[str, ...] = (),
+    agi_first: int = 1,
+    node_name: str = "",
 ) -> dict[str, str]:
-    """Return {file name: text} for the instance's Asterisk config dir."""
+    """Return {file name: text} for the instance's Asterisk config dir.
+
+    `agi_targets` are the service instances' FastAGI addresses ("ip:port") by
+    slot: the n-th is instance n, whose heartbeat is HOTLINE_HEARTBEAT_n. This
+    node asks slot `agi_first` first, then the next ones, wrapping. They
+    default to the one service beside it (`agi_host`, `ports.agi`).
+    `node_name` is the node's Asterisk systemname in a cluster ("" for one node).
+    """
+    agi_order = agi_ask_order(tuple(agi_targets) or (f"{agi_host}:{ports.agi}",), agi_first)
+    if node_name and not NODE_NAME.fullmatch(node_name):
+        raise ValueError(f"not a node name: {node_name!r}")
     for value in (instance_dir, prompts_dir, recordings_dir):
         # Paths go into the dialplan verbatim: no separators Asterisk would split on.
         if any(ch in str(value) for ch in ",;|&$[]{}()\"' \n\r"):
@@ -76,6 +129,7 @@ def render_all(
         agi_host=agi_host, ami_secret=ami_secret, console_ami_secret=console_ami_secret,
         sip_secret=sip_secret, surgeon_host=surgeon_host,
         queue=QUEUE_SETTINGS, queue_teams=menu.teams, full_log=full_log,
+        agi_order=agi_order, node_name=node_name,
     )
     env = _env()
     return {name: env.get_template(name + ".j2").render(**context) for name in CONFIG_FILES}

@@ -57,7 +57,7 @@ LONGEST_CALL_S = 4 * 3600.0
 ROLE = "callback"
 
 _TASK_ID = re.compile(r"[0-9]{1,10}", re.ASCII)
-_LINKEDID = re.compile(r"[0-9]{1,20}\.[0-9]{1,10}", re.ASCII)
+_LINKEDID = V.ASTERISK_ID  # node-prefixed in a cluster
 _STAGE = re.compile(r"[a-z-]{0,16}", re.ASCII)
 _DIALSTATUS = re.compile(r"[A-Z]{0,16}", re.ASCII)
 _SECONDS = re.compile(r"[0-9]{0,6}", re.ASCII)

@@ -431,6 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     cli_notify.register(sub)
     cli_callbacks.register(sub)
     cli_privacy.register(sub)
+    from cluster import cli as cli_cluster
+
+    cli_cluster.register(sub)
     p = sub.add_parser("console", help="serve the web console and the JSON API (waitress)",
                        description="Serve /api/v1/roster (bearer tokens: `hotline token create`). "
                                    "Put a TLS proxy in front of it for anything beyond loopback, "

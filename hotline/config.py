@@ -43,6 +43,29 @@ class HotlineConfig:
     # authentication, so any other peer is closed before a byte is read.
     agi_allowed_hosts: tuple[str, ...] = ("127.0.0.1", "::1")
     ports: Ports = field(default_factory=Ports)
+    # -- a cluster (docs/deployment.md); the defaults are one node and one service.
+    # Which instances cooperate: they share the scheduler election (one
+    # PostgreSQL advisory lock per cluster name). Empty: this instance alone.
+    cluster_name: str = ""
+    # This instance's Asterisk node name (its systemname: uniqueids, linkedids
+    # and recording names start with it). Empty: a single node.
+    node_name: str = ""
+    # The service instances' FastAGI addresses ("ip:port") by slot: the n-th is
+    # instance n. Empty: the one service beside it (agi_host, ports.agi).
+    agi_targets: tuple[str, ...] = ()
+    # The slot this node's dialplan asks first (then the next ones, wrapping).
+    agi_first: int = 1
+    # This service instance's slot n: it sets the heartbeat HOTLINE_HEARTBEAT_n
+    # and is HOTLINE_AGI_n in every node's dialplan.
+    service_slot: int = 1
+    # The Asterisk nodes this service serves over AMI (AsteriskNode). Empty:
+    # the instance's own Asterisk on 127.0.0.1:ports.ami.
+    asterisk_nodes: tuple["AsteriskNode", ...] = ()
+    # Recordings dir shared by the cluster's nodes and services (the same path
+    # on every host). Empty: var_dir/recordings/<instance>.
+    recordings_path: str = ""
+    # How often the elected scheduler reconciles cases with Asterisk's CDR/CEL.
+    reconcile_every_s: int = 300
     log_level: str = "INFO"
     # The console's session cookie is Secure (HTTPS only) unless this is set for
     # plain-HTTP development on loopback (the demo sets it).
@@ -86,7 +109,21 @@ class HotlineConfig:
 
     @property
     def recordings_dir(self) -> Path:
+        if self.recordings_path:
+            return Path(self.recordings_path)
         return self.var_dir / "recordings" / self.instance
+
+    @property
+    def election_name(self) -> str:
+        """The name the scheduler election is held under: the cluster, else this instance."""
+        return self.cluster_name or self.instance
+
+    def nodes(self) -> tuple["AsteriskNode", ...]:
+        """The Asterisk nodes this service serves: the configured ones, else its own."""
+        return self.asterisk_nodes or (AsteriskNode(
+            name=self.node_name or self.instance, host="127.0.0.1", ami_port=self.ports.ami,
+            secret_file=str(self.instance_dir / "ami.secret"),
+            log_dir=str(self.instance_dir / "log"), own=True),)
 
     @property
     def db_url(self) -> str:
@@ -136,6 +173,62 @@ class HotlineConfig:
         return Vault(load_keyring(self.data_key_path, create=create))
 
 
+@dataclass(frozen=True)
+class AsteriskNode:
+    """One Asterisk node a service instance serves over AMI.
+
+    `secret_file` holds the AMI secret of the service's account on that node;
+    `log_dir` is where that node's CDR/CEL SQLite files are read for
+    reconciliation ("" when this host cannot see them).
+    """
+
+    name: str
+    host: str
+    ami_port: int
+    secret_file: str
+    log_dir: str = ""
+    # The instance's own Asterisk (no nodes configured): its secret is made on
+    # first use, as `render` does. Another node's is only read: it must match
+    # that node's manager.conf.
+    own: bool = False
+
+    def ami_secret(self) -> str:
+        if self.own:
+            return _secret_file(Path(self.secret_file))
+        secret = _optional_secret(Path(self.secret_file))
+        if not secret:
+            raise ValueError(f"AMI secret of node {self.name} missing: {self.secret_file}")
+        return secret
+
+
+def _asterisk_nodes(raw: object) -> tuple[AsteriskNode, ...]:
+    """`[[asterisk_nodes]]` tables from TOML: name, host (an IP), ami_port, secret_file, log_dir."""
+    from dialplans.render import NODE_NAME
+
+    if not isinstance(raw, (list, tuple)):
+        raise ValueError("asterisk_nodes: a list of tables")
+    nodes = []
+    for item in raw:
+        if isinstance(item, AsteriskNode):
+            nodes.append(item)
+            continue
+        if not isinstance(item, dict) or set(item) - {"name", "host", "ami_port", "secret_file", "log_dir"}:
+            raise ValueError("asterisk_nodes: each needs name, host, ami_port, secret_file (and log_dir)")
+        name = str(item.get("name", ""))
+        if not NODE_NAME.fullmatch(name):
+            raise ValueError(f"asterisk_nodes: {name[:40]!r} is not a node name")
+        host = _ip_addresses("asterisk_nodes.host", [item.get("host", "")])[0]
+        port = item.get("ami_port")
+        if not isinstance(port, int) or not 0 < port < 65536:
+            raise ValueError(f"asterisk_nodes: {name}: ami_port must be a port number")
+        if not item.get("secret_file"):
+            raise ValueError(f"asterisk_nodes: {name}: secret_file is required")
+        nodes.append(AsteriskNode(name, host, port, str(item["secret_file"]), str(item.get("log_dir", ""))))
+    if len({n.name for n in nodes}) != len(nodes):
+        raise ValueError("asterisk_nodes: node names must differ")
+    return tuple(nodes)
+
+
 def _optional_secret(path: Path) -> str | None:
     try:
         return path.read_text(encoding="utf-8").strip() or None
@@ -175,6 +268,13 @@ _ENV_KEYS = {
     **{f"HOTLINE_RETENTION_{kind.upper()}_DAYS": f"retention_{kind}_days"
        for kind in ("cases", "recordings", "audit", "notices", "sessions", "blocklist")},
     "HOTLINE_AGI_ALLOWED_HOSTS": "agi_allowed_hosts",  # comma-separated IP addresses
+    "HOTLINE_CLUSTER_NAME": "cluster_name",
+    "HOTLINE_NODE_NAME": "node_name",
+    "HOTLINE_AGI_TARGETS": "agi_targets",  # comma-separated ip:port, by slot
+    "HOTLINE_AGI_FIRST": "agi_first",
+    "HOTLINE_SERVICE_SLOT": "service_slot",
+    "HOTLINE_RECORDINGS_PATH": "recordings_path",
+    "HOTLINE_RECONCILE_EVERY_S": "reconcile_every_s",
 }
 _PORT_ENV_PREFIX = "HOTLINE_PORT_"  # e.g. HOTLINE_PORT_SIP=15060
 _WECHAT_KEY_PREFIX = "HOTLINE_WECHAT_KEY_"  # e.g. HOTLINE_WECHAT_KEY_DESK, ..._FACIAL
@@ -233,6 +333,31 @@ def load_config(
             values[name] = int(str(values[name]).strip())
         except ValueError:
             raise ValueError(f"{name}: a whole number of days") from None
+    if "asterisk_nodes" in values:
+        values["asterisk_nodes"] = _asterisk_nodes(values["asterisk_nodes"])
+    if "agi_targets" in values:
+        from dialplans.render import check_agi_target
+
+        raw_targets = values["agi_targets"]
+        items = raw_targets.split(",") if isinstance(raw_targets, str) else raw_targets
+        values["agi_targets"] = tuple(check_agi_target(str(t).strip()) for t in items)  # type: ignore[union-attr]
+    if "agi_first" in values:
+        values["agi_first"] = int(str(values["agi_first"]))
+    if "reconcile_every_s" in values:
+        every = int(str(values["reconcile_every_s"]))
+        if not 1 <= every <= 86400:
+            raise ValueError("reconcile_every_s: 1 to 86400 seconds")
+        values["reconcile_every_s"] = every
+    if "service_slot" in values:
+        from ivr.channel_vars import heartbeat_var
+
+        values["service_slot"] = int(str(values["service_slot"]))
+        heartbeat_var(values["service_slot"])  # type: ignore[arg-type]  # 1..9, else ValueError
+    if values.get("node_name"):
+        from dialplans.render import NODE_NAME
+
+        if not NODE_NAME.fullmatch(str(values["node_name"])):
+            raise ValueError(f"node_name: {str(values['node_name'])[:40]!r} is not a node name")
     if "agi_allowed_hosts" in values:
         values["agi_allowed_hosts"] = _ip_addresses("agi_allowed_hosts", values["agi_allowed_hosts"])
     for name in ("var_dir", "asterisk_root", "menu_file"):

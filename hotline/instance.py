@@ -47,6 +47,7 @@ def render(config: HotlineConfig) -> Path:
         sip_secret=config.sip_secret(),
         console_ami_secret=config.console_ami_secret(),
         full_log=config.asterisk_full_log,
+        agi_targets=config.agi_targets, agi_first=config.agi_first, node_name=config.node_name,
     )
     etc = config.instance_dir / "etc"
     write_config(files, etc)

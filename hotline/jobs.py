@@ -111,3 +111,31 @@ def add_seal_job(scheduler: BaseScheduler, recordings_dir, vault, *,
         args=(recordings_dir, vault), id=SEAL_JOB_ID, name="seal recordings at rest",
         replace_existing=True, max_instances=1, coalesce=True,
         next_run_time=utcnow() + timedelta(minutes=5))
+
+
+def log_job_runs(scheduler: BaseScheduler, instance: str) -> None:
+    """Log each job run with its instance, due time, start and end (one line when it ends).
+
+    In a cluster these lines show which instance ran what, and that no two ran
+    one job at once (docs/deployment.md).
+    """
+    import time
+
+    from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_SUBMITTED
+
+    started: dict[tuple[str, object], float] = {}
+
+    def on_event(event) -> None:
+        due = event.scheduled_run_times[0] if getattr(event, "scheduled_run_times", None) \
+            else getattr(event, "scheduled_run_time", None)
+        key = (event.job_id, due)
+        if event.code == EVENT_JOB_SUBMITTED:
+            started[key] = time.time()
+            return
+        began = started.pop(key, None)
+        logger.info("job run: job=%s instance=%s due=%s started=%.3f ended=%.3f ok=%s",
+                    event.job_id, instance, due.isoformat() if due else "-",
+                    began if began is not None else -1.0, time.time(),
+                    "yes" if event.code == EVENT_JOB_EXECUTED else "no")
+
+    scheduler.add_listener(on_event, EVENT_JOB_SUBMITTED | EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)

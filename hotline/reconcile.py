@@ -124,6 +124,26 @@ class AsteriskRecords:
 
 
 # -- the run ------------------------------------------------------------------------
+class NodesRecords:
+    """The CDR and CEL files of several Asterisk nodes, read as one.
+
+    Linkedids carry each node's systemname, so calls never collide; a node
+    whose files cannot be read is skipped (logged) and the others still count.
+    """
+
+    def __init__(self, records: Sequence[AsteriskRecords]) -> None:
+        self.records = tuple(records)
+
+    def calls(self, since: datetime, until: datetime) -> dict[str, CallRows]:
+        found: dict[str, CallRows] = {}
+        for records in self.records:
+            try:
+                found.update(records.calls(since, until))
+            except ReconcileError as exc:
+                logger.warning("reconcile: %s skipped (%s)", records.cel_path.parent, exc)
+        return found
+
+
 class CaseStore(Protocol):
     def get_by_linkedid(self, linkedid: str) -> Case | None: ...
 
@@ -266,7 +286,11 @@ def build_reconciler(config, engine, clock: Callable[[], datetime] = utcnow,
                          partner_numbers=rosters.partner_numbers(),
                          roster=rosters.load(start, end), language=menu.default_language)
 
-    return Reconciler(AsteriskRecords(config.instance_dir / "log"), CaseRepository(engine),
+    # Every node this service serves whose log dir this host can read.
+    log_dirs = [Path(node.log_dir) for node in config.nodes() if node.log_dir]
+    records = (AsteriskRecords(log_dirs[0]) if len(log_dirs) == 1
+               else NodesRecords([AsteriskRecords(d) for d in log_dirs]))
+    return Reconciler(records, CaseRepository(engine),
                       directory, config.recordings_dir, clock=clock, settle_s=settle_s)
 
 

@@ -27,7 +27,8 @@ from hotline.callbacks import CallbackPlacer, callback_routes
 from hotline.casewriter import CaseWriter
 from hotline.config import HotlineConfig
 from hotline.incidents import NetworkCache, QueueKeeper
-from hotline.jobs import add_reconcile_job, add_seal_job
+from hotline.jobs import RECONCILE_WINDOW, add_reconcile_job, add_seal_job, log_job_runs
+from hotline.leader import SchedulerElection, rebase_jobs
 from hotline.journal import Journal
 from hotline.networkjobs import add_network_jobs
 from hotline.notifiers.channels import build_notifier
@@ -36,6 +37,7 @@ from hotline.rostercache import RosterCache
 from hotline.rosterjobs import HandoffPusher, add_roster_jobs, handoff_pusher
 from hotline.supervisor import touch
 from ivr.ami import AmiClient, AmiError, Message
+from ivr.channel_vars import heartbeat_var
 from ivr.calls import CallDesk
 from ivr.fastagi import FastAgiServer
 from ivr.handlers import build_routes
@@ -52,20 +54,50 @@ AMI_USER = "hotline"
 # How long after the caller's channel is gone AMI waits for the hangup
 # handler's own request before it closes the case itself.
 HANGUP_GRACE_S = 5.0
+# In a cluster: how long a node's AMI link may stay down before its live calls
+# are taken for lost with it (their cases end at the moment the link dropped;
+# reconciliation corrects them from the node's CDR/CEL once it is back).
+NODE_LOST_S = 30.0
 
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def close_vanished_calls(desk: CallDesk, channels: list[Message], at: datetime) -> list[str]:
-    """End the live cases whose call has no channel left in Asterisk; their linkedids."""
+def close_vanished_calls(desk: CallDesk, channels: list[Message], at: datetime,
+                         owns: Callable[[str], bool] = lambda linkedid: True) -> list[str]:
+    """End the live cases whose call has no channel left in Asterisk; their linkedids.
+
+    `owns(linkedid)`: whether the call is on the Asterisk node that listed
+    `channels` (in a cluster, another node's calls are not judged by this list).
+    """
     alive = {c.get("Linkedid") for c in channels} | {c.get("Uniqueid") for c in channels}
-    gone = [linkedid for linkedid in list(desk.calls) if linkedid not in alive]
+    gone = [linkedid for linkedid in list(desk.calls) if owns(linkedid) and linkedid not in alive]
     for linkedid in gone:
         logger.warning("call %s ended while AMI was away; closing its case", linkedid)
         desk.hung_up(linkedid, at)
     return gone
+
+
+class NodeLink:
+    """The service's AMI link to one Asterisk node and what it keeps there:
+    this instance's heartbeat and the chain mirror, the major-incident queues."""
+
+    def __init__(self, name: str, ami: AmiClient, mirror: ChainMirror, queues: QueueKeeper,
+                 prefix: str | None) -> None:
+        self.name = name
+        self.ami = ami
+        self.mirror = mirror
+        self.queues = queues
+        # The linkedid prefix of this node's calls (its systemname and "-");
+        # None with a single node, whose linkedids carry no prefix.
+        self.prefix = prefix
+        self.down_since: datetime | None = None
+        self.lost_reported = False
+        self.connect_task: asyncio.Task | None = None
+
+    def owns(self, linkedid: str) -> bool:
+        return self.prefix is None or linkedid.startswith(self.prefix)
 
 
 class HotlineService:
@@ -96,7 +128,9 @@ class HotlineService:
         self.callbacks = CallbackPlacer(CallbackStore(self.engine, clock), None, self.writer, clock,
                                         hotline_number=self.menu.number,
                                         partner_numbers=self.roster_cache.partner_numbers)
-        routes = build_routes(self.desk, clock, config.recordings_dir)
+        # A request about a call another instance started adopts its stored case.
+        routes = build_routes(self.desk, clock, config.recordings_dir,
+                              lookup=self.cases.get_by_linkedid)
         for name, handler in callback_routes(self.callbacks, clock):
             routes.add(name, handler)
         self.agi = FastAgiServer(
@@ -108,20 +142,36 @@ class HotlineService:
             # refused, and the dialplan's fallback still serves the caller.
             max_line_bytes=4096,
         )
-        self.ami = AmiClient("127.0.0.1", config.ports.ami, AMI_USER, config.ami_secret())
+        # One AMI link per Asterisk node this instance serves (one, unless in a
+        # cluster: docs/deployment.md). On each: this instance's heartbeat and
+        # every team's chain, as globals the dialplan reads when no service
+        # answers (ivr/mirror.py), and the major-incident queues' members.
+        nodes = config.nodes()
+        heartbeat = heartbeat_var(config.service_slot)
+        self.nodes: list[NodeLink] = []
+        for node in nodes:
+            ami = AmiClient(node.host, node.ami_port, AMI_USER, node.ami_secret())
+            self.nodes.append(NodeLink(
+                node.name, ami,
+                ChainMirror(ami_set_global(ami.send), self.roster_cache.roster,
+                            (*self.menu.teams, "nurse"), clock, heartbeat=heartbeat),
+                QueueKeeper(ami.send, ami.send_list, self.roster_cache.roster,
+                            self.network, self.menu.teams, clock),
+                prefix=f"{node.name}-" if len(nodes) > 1 else None))
+        # The first node's link places callbacks (one Originate each).
+        self.ami, self.mirror, self.queues = self.nodes[0].ami, self.nodes[0].mirror, self.nodes[0].queues
         self.callbacks.use_ami(self.ami)
-        # The heartbeat and every team's chain, as Asterisk globals the dialplan
-        # reads when the service cannot answer (ivr/mirror.py).
-        self.mirror = ChainMirror(ami_set_global(self.ami.send), self.roster_cache.roster,
-                                  (*self.menu.teams, "nurse"), clock)
-        # Major-incident queues: members = the team's on-call surgeons while it is on.
-        self.queues = QueueKeeper(self.ami.send, self.ami.send_list, self.roster_cache.roster,
-                                  self.network, self.menu.teams, clock)
         self._pending_hangups: dict[str, asyncio.TimerHandle] = {}
-        # One scheduler per service; reconciliation fills in from CDR/CEL what
-        # the service missed (it was down, or AMI was away).
+        # One scheduler per service, but only one runs its jobs: it starts
+        # paused, and the instance the cluster's election picks resumes it
+        # (hotline/leader.py; on SQLite the one instance). Reconciliation fills
+        # in from CDR/CEL what the service missed (it was down, or AMI was away).
         self.scheduler = BackgroundScheduler(timezone=timezone.utc)
-        add_reconcile_job(self.scheduler, build_reconciler(config, self.engine, clock=clock))
+        log_job_runs(self.scheduler, config.instance)
+        every = timedelta(seconds=config.reconcile_every_s)
+        add_reconcile_job(self.scheduler, build_reconciler(config, self.engine, clock=clock),
+                          every=every, window=max(RECONCILE_WINDOW, every * 3),
+                          first_delay=min(timedelta(seconds=30), every), clock=clock)
         add_seal_job(self.scheduler, config.recordings_dir, self.vault)
         # Roster notices (shift reminders, the department heads' digest, gap
         # alerts) and a chain push at the exact instant of every handoff.
@@ -140,6 +190,10 @@ class HotlineService:
             self.scheduler, roster=self._roster_ahead, outbox=outbox,
             notifier=self.notifier, push_chains=self._push_chains_now,
             teams=self.mirror.teams, clock=clock))
+        # The elected instance also places callbacks: a second placer would
+        # settle the first one's placements in flight as interrupted.
+        self.election = SchedulerElection(self.engine, config.election_name, config.instance,
+                                          on_elected=self._elected, on_deposed=self._deposed)
 
     def _roster_ahead(self) -> Roster:
         """The roster the roster jobs read: a day back to the alert horizon ahead.
@@ -151,17 +205,40 @@ class HotlineService:
         return self.rosters.load(now - timedelta(days=1), now + timedelta(days=GAP_DAYS + 1))
 
     def _push_chains_now(self) -> int:
-        """Push changed chain entries from a scheduler thread, on the service's loop."""
+        """Push changed chain entries to every node from a scheduler thread, on the service's loop."""
         if self._loop is None:
             raise RuntimeError("the service loop is not running yet")
-        return asyncio.run_coroutine_threadsafe(self.mirror.push_chains(), self._loop).result(10)
+
+        async def push_all() -> int:
+            pushed = 0
+            for link in self.nodes:
+                try:
+                    pushed += await link.mirror.push_chains()
+                except (AmiError, OSError) as exc:  # that node is away: its mirror catches up on login
+                    logger.warning("chain push to node %s failed (%s)", link.name, type(exc).__name__)
+            return pushed
+
+        return asyncio.run_coroutine_threadsafe(push_all(), self._loop).result(10)
 
     def _network_changed(self) -> None:
         # An incident switched on or off (or a roster change landed): fix the
         # major-incident queues' members now, not at the next round.
-        queues = getattr(self, "queues", None)
-        if queues is not None:
-            queues.poke()
+        for link in getattr(self, "nodes", ()):
+            link.queues.poke()
+
+    # -- the elected instance's duties (called from the election's thread) ----------
+    def _elected(self) -> None:
+        moved = rebase_jobs(self.scheduler, utcnow())
+        if moved:
+            logger.info("%d scheduled job(s) were due under the previous holder; next runs rebased", moved)
+        self.scheduler.resume()
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.callbacks.start)
+
+    def _deposed(self) -> None:
+        self.scheduler.pause()
+        if self._loop is not None:
+            asyncio.run_coroutine_threadsafe(self.callbacks.stop(), self._loop)
 
     def _roster_changed(self) -> None:
         self._network_changed()
@@ -174,16 +251,19 @@ class HotlineService:
         self.roster_cache.start()
         self.network.start()
         self.writer.start()
-        self.scheduler.start()
+        self.scheduler.start(paused=True)  # the election resumes it where this instance leads
         await self.agi.start()
-        self.ami.add_listener(self._on_event)
-        # A reconnect may mean a restarted Asterisk, which has lost every
-        # global: the mirror sends all of it again at once.
-        self.ami.on_reconnect(self.mirror.forget)
-        self.ami.on_reconnect(self.queues.forget)
-        self.ami.on_reconnect(self.resync)
-        self._ami_task = asyncio.create_task(self._connect_ami(), name="ami-connect")
-        self.callbacks.start()
+        for link in self.nodes:
+            link.ami.add_listener(self._on_event)
+            # A reconnect may mean a restarted Asterisk, which has lost every
+            # global: the mirror sends all of it again at once.
+            link.ami.on_reconnect(link.mirror.forget)
+            link.ami.on_reconnect(link.queues.forget)
+            link.ami.on_reconnect(lambda link=link: self.resync(link))
+            link.connect_task = asyncio.create_task(self._connect_ami(link), name=f"ami-connect-{link.name}")
+        self._nodes_task = asyncio.create_task(self._watch_nodes(), name="node-watch") \
+            if len(self.nodes) > 1 else None
+        self.election.start()
         # Everything built so far (modules, SQLAlchemy's metadata, the menu,
         # the caches) lives as long as the process: move it out of the garbage
         # collector's sight, so a full collection under load walks only what
@@ -210,39 +290,70 @@ class HotlineService:
     def ready_file(self) -> Path:
         return self.config.instance_dir / "service.ready"
 
-    async def _connect_ami(self, retry_s: float = 2.0) -> None:
-        """Log in to AMI, retrying until it works; the client reconnects by itself after that."""
+    async def _connect_ami(self, link: NodeLink, retry_s: float = 2.0) -> None:
+        """Log in to a node's AMI, retrying until it works; the client reconnects by itself after that."""
         while True:
             try:
-                await self.ami.connect()
-                self.mirror.start()
-                self.queues.start()
+                await link.ami.connect()
+                link.mirror.start()
+                link.queues.start()
                 return
             except (AmiError, OSError) as exc:
                 # Meanwhile there is no heartbeat, so the dialplan routes from the
                 # mirror; requests that do reach the service are still answered.
-                logger.warning("AMI not reachable (%s); retrying in %.0fs", type(exc).__name__, retry_s)
+                logger.warning("AMI of node %s not reachable (%s); retrying in %.0fs",
+                               link.name, type(exc).__name__, retry_s)
                 await asyncio.sleep(retry_s)
+
+    async def _watch_nodes(self, every_s: float = 1.0) -> None:
+        """In a cluster: a node whose AMI link stays down NODE_LOST_S is taken for lost,
+        and so are its live calls (reported, their cases ended when the link dropped)."""
+        while True:
+            now = self.clock()
+            for link in self.nodes:
+                if link.ami.connected:
+                    link.down_since, link.lost_reported = None, False
+                elif link.down_since is None:
+                    link.down_since = now
+                elif not link.lost_reported and (now - link.down_since).total_seconds() >= NODE_LOST_S:
+                    link.lost_reported = True
+                    lost = [linkedid for linkedid in list(self.desk.calls) if link.owns(linkedid)]
+                    cases = [self.desk.calls[linkedid].case.case_id for linkedid in lost]
+                    for linkedid in lost:
+                        self.desk.hung_up(linkedid, link.down_since)
+                    logger.error("node %s lost (AMI down since %s): %d live call(s) ended with it: %s",
+                                 link.name, link.down_since.isoformat(timespec="seconds"),
+                                 len(lost), ", ".join(cases) or "none")
+            await asyncio.sleep(every_s)
 
     async def stop(self) -> None:
         """Stop taking new requests, finish those in flight, write what is pending."""
         self.ready_file.unlink(missing_ok=True)
         self._watchdog_task.cancel()
+        if self._nodes_task is not None:
+            self._nodes_task.cancel()
         for handle in self._pending_hangups.values():
             handle.cancel()
-        await self.mirror.stop()
-        await self.queues.stop()
+        for link in self.nodes:
+            await link.mirror.stop()
+            await link.queues.stop()
         await self.callbacks.stop()
-        try:
-            # Tell the dialplan at once not to ask any more (rather than after
-            # the heartbeat goes stale).
-            await asyncio.wait_for(self.mirror.stopped(), 2)
-        except (AmiError, OSError, asyncio.TimeoutError):
-            pass
-        self._ami_task.cancel()
-        await asyncio.gather(self._ami_task, return_exceptions=True)
+        for link in self.nodes:
+            try:
+                # Tell the dialplan at once not to ask this instance any more
+                # (rather than after its heartbeat goes stale).
+                await asyncio.wait_for(link.mirror.stopped(), 2)
+            except (AmiError, OSError, asyncio.TimeoutError):
+                pass
+        tasks = [link.connect_task for link in self.nodes if link.connect_task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.agi.stop()
-        await self.ami.close()
+        for link in self.nodes:
+            await link.ami.close()
+        # The lock goes back with the election's connection: another instance leads.
+        await asyncio.to_thread(self.election.stop)
         self.scheduler.shutdown(wait=False)
         self.roster_cache.stop()
         self.network.stop()
@@ -260,19 +371,20 @@ class HotlineService:
         finally:
             await self.stop()
 
-    async def resync(self) -> int:
-        """After an AMI reconnect: close the cases of calls whose channels are gone.
+    async def resync(self, link: NodeLink | None = None) -> int:
+        """After an AMI reconnect: close the cases of that node's calls whose channels are gone.
 
         Events are never replayed, so a Hangup during the gap was missed; the
         channels still up (CoreShowChannels) tell which calls are alive. What
         else happened in the gap is recovered from CDR/CEL by reconciliation.
         """
+        link = link or self.nodes[0]
         try:
-            _, channels = await self.ami.send_list("CoreShowChannels")
+            _, channels = await link.ami.send_list("CoreShowChannels")
         except (AmiError, OSError) as exc:
-            logger.warning("resync after reconnect failed (%s)", type(exc).__name__)
+            logger.warning("resync with node %s after reconnect failed (%s)", link.name, type(exc).__name__)
             return 0
-        return len(close_vanished_calls(self.desk, channels, self.clock()))
+        return len(close_vanished_calls(self.desk, channels, self.clock(), link.owns))
 
     def _on_event(self, event: Message) -> None:
         """Fold AMI events into the live cases; runs on the loop, must not block."""

@@ -242,6 +242,26 @@ class CallDesk:
                     caller.caller_class.value, mask_number(caller.raw_safe))
         return live
 
+    def adopt(self, case: Case, channel: str, at: datetime) -> LiveCall | None:
+        """Take over a live call whose case another service instance opened.
+
+        In a cluster a node asks the next instance when the first is gone; the
+        case (as the database has it) carries on here, its chain rebuilt from
+        the roster at `at` and the attempts already made. None for an ended case.
+        """
+        if case.ended_at is not None:
+            return None
+        live = self.calls.get(case.linkedid)
+        if live is not None:
+            return live
+        live = LiveCall(case=case, channel=channel)
+        if case.team is not None and case.team in self.teams:
+            live.chain = prefer_free(team_chain(self.roster_source.roster(), case.team, at),
+                                     self._busy_phones(live))
+        self.calls[case.linkedid] = live
+        logger.warning("call adopted case=%s (started by another service instance)", case.case_id)
+        return live
+
     def menu_event(self, linkedid: str, event: str, at: datetime) -> None:
         """Record what happened at the menu when it happened: a key that chose a
         team ("0"-"9"), or "timeout", "invalid", "english"."""

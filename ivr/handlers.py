@@ -11,6 +11,7 @@ originated channels.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from datetime import datetime
@@ -18,12 +19,13 @@ from pathlib import Path
 from typing import Awaitable, Callable
 
 from ivr import channel_vars as V
+from cases.lifecycle import Case
 from ivr.calls import CallDesk, CallEnd, Instruction
 from ivr.fastagi import AgiChannel, AgiRequest, Routes
 
 logger = logging.getLogger(__name__)
 
-_ID = re.compile(r"[0-9]{1,20}\.[0-9]{1,10}", re.ASCII)  # Asterisk uniqueid / linkedid
+_ID = V.ASTERISK_ID  # uniqueid / linkedid, node-prefixed in a cluster
 _NUM = re.compile(r"[0-9]{1,6}", re.ASCII)
 _WORD = re.compile(r"[a-z_]{1,32}", re.ASCII)
 _MENU_EVENT = re.compile(r"[a-z_]{1,32}|[0-9]", re.ASCII)
@@ -79,9 +81,35 @@ async def _answer(channel: AgiChannel, instruction: Instruction) -> None:
 Handler = Callable[[AgiRequest, AgiChannel], Awaitable[None]]
 
 
-def build_routes(desk: CallDesk, clock: Callable[[], datetime], recordings_dir: Path) -> Routes:
-    """The explicit route table of the FastAGI server (a duplicate name is an error)."""
+# How long a request may wait for the database when it names a call this
+# instance has not seen (another instance started it): the dialplan's mirror
+# is the better answer after that.
+ADOPT_TIMEOUT_S = 1.0
+
+
+def build_routes(desk: CallDesk, clock: Callable[[], datetime], recordings_dir: Path,
+                 lookup: Callable[[str], Case | None] | None = None) -> Routes:
+    """The explicit route table of the FastAGI server (a duplicate name is an error).
+
+    `lookup(linkedid)` reads a stored case: a request about a call this
+    instance never saw (in a cluster, another instance started it and is
+    gone) adopts that case before it is answered. None: no adoption.
+    """
     recordings_dir = recordings_dir.resolve()
+
+    async def known(request: AgiRequest) -> str:
+        """The request's linkedid, its call adopted from the database if need be."""
+        linkedid = _linkedid(request)
+        if lookup is None or linkedid in desk.calls:
+            return linkedid
+        try:
+            case = await asyncio.wait_for(asyncio.to_thread(lookup, linkedid), ADOPT_TIMEOUT_S)
+        except Exception as exc:  # the database is away or slow: the mirror serves
+            logger.warning("could not look up call %s to adopt it (%s)", linkedid, type(exc).__name__)
+            return linkedid
+        if case is not None:
+            desk.adopt(case, request.channel or "", clock())
+        return linkedid
 
     async def call_start(request: AgiRequest, channel: AgiChannel) -> None:
         linkedid = _linkedid(request)
@@ -99,20 +127,20 @@ def build_routes(desk: CallDesk, clock: Callable[[], datetime], recordings_dir: 
 
     async def menu(request: AgiRequest, channel: AgiChannel) -> None:
         event = _arg(request, 0, _MENU_EVENT, "menu event")
-        desk.menu_event(_linkedid(request), event, clock())
+        desk.menu_event(await known(request), event, clock())
         await channel.set_variable(V.OK, "1")
 
     async def route(request: AgiRequest, channel: AgiChannel) -> None:
         team = _arg(request, 0, _WORD, "team")
         key = _arg(request, 1, _KEY, "menu key")
-        await _answer(channel, desk.route(_linkedid(request), team, key, clock()))
+        await _answer(channel, desk.route(await known(request), team, key, clock()))
 
     async def attempt_ended(request: AgiRequest, channel: AgiChannel) -> None:
         seq = _opt_int(request, 0, "attempt")
         if seq is None:
             raise BadRequest("attempt is missing")
         instruction = desk.attempt_ended(
-            _linkedid(request), seq,
+            await known(request), seq,
             dial_status=_arg(request, 1, _DIALSTATUS, "dial status"),
             accepted=_arg(request, 2, _ACCEPTED, "accepted"),
             answered_s=_opt_int(request, 3, "answered time"),
@@ -124,7 +152,7 @@ def build_routes(desk: CallDesk, clock: Callable[[], datetime], recordings_dir: 
     async def accepted(request: AgiRequest, channel: AgiChannel) -> None:
         seq = _opt_int(request, 0, "attempt")
         if seq:  # 0 = the static fallback's ring, which the desk did not order
-            desk.accepted(_linkedid(request), seq, clock())
+            desk.accepted(await known(request), seq, clock())
         await channel.set_variable(V.OK, "1")
 
     async def call_end(request: AgiRequest, channel: AgiChannel) -> None:
@@ -141,7 +169,7 @@ def build_routes(desk: CallDesk, clock: Callable[[], datetime], recordings_dir: 
             fallback_used=(request.args[9] if len(request.args) > 9 else "") == "1",
         )
         caller_id = request.env.get("agi_callerid")
-        desk.call_end(_linkedid(request), request.channel or "",
+        desk.call_end(await known(request), request.channel or "",
                       None if caller_id in ("", "unknown") else caller_id, end, clock())
         # A dead channel may refuse commands; the case is recorded either way.
         if channel.usable:
@@ -150,14 +178,14 @@ def build_routes(desk: CallDesk, clock: Callable[[], datetime], recordings_dir: 
     async def queue_ring(request: AgiRequest, channel: AgiChannel) -> None:
         # From a major-incident queue member's Local channel, about to ring its phone.
         phone = _arg(request, 0, _PHONE, "phone")
-        await _answer(channel, desk.queue_ring(_linkedid(request), phone, clock()))
+        await _answer(channel, desk.queue_ring(await known(request), phone, clock()))
 
     async def queue_ring_ended(request: AgiRequest, channel: AgiChannel) -> None:
         seq = _opt_int(request, 0, "attempt")
         if seq is None:
             raise BadRequest("attempt is missing")
         desk.queue_ring_ended(
-            _linkedid(request), seq,
+            await known(request), seq,
             dial_status=_arg(request, 1, _DIALSTATUS, "dial status"),
             accepted=_arg(request, 2, _ACCEPTED, "accepted"),
             answered_s=_opt_int(request, 3, "answered time"),
@@ -168,7 +196,7 @@ def build_routes(desk: CallDesk, clock: Callable[[], datetime], recordings_dir: 
 
     async def queue_left(request: AgiRequest, channel: AgiChannel) -> None:
         status = _arg(request, 0, _QUEUESTATUS, "queue status")
-        await _answer(channel, desk.queue_left(_linkedid(request), status, clock()))
+        await _answer(channel, desk.queue_left(await known(request), status, clock()))
 
     return Routes([
         ("call_start", call_start),

@@ -2,9 +2,10 @@
 
 Asterisk keeps two things the service sets over AMI as GLOBAL variables
 (Setvar without a Channel; names in ivr/channel_vars.py):
-- `HOTLINE_HEARTBEAT`: epoch seconds, every second. The dialplan asks the
-  service only while it is fresh, because res_agi waits forever on a server
-  that accepted the connection and then hangs.
+- `HOTLINE_HEARTBEAT_<n>`: epoch seconds, every second, one per service
+  instance (its slot n). The dialplan asks instance n only while its heartbeat
+  is fresh, because res_agi waits forever on a server that accepted the
+  connection and then hangs.
 - `HOTLINE_CHAIN_<team>_COUNT|_RING|_1..N`: each team's escalation chain as it
   stands now, re-pushed when the roster changes and in full after every AMI
   (re)login, so [hotline-mirror] can ring the right surgeons in order when a
@@ -68,8 +69,10 @@ class ChainMirror:
 
     def __init__(self, set_global: SetGlobal, roster: Callable[[], Roster], teams: Iterable[str],
                  clock: Callable[[], datetime], heartbeat_s: float = 1.0,
-                 chain_check_s: float = 5.0, wall_clock: Callable[[], float] = time.time):
+                 chain_check_s: float = 5.0, wall_clock: Callable[[], float] = time.time,
+                 heartbeat: str = HEARTBEAT):
         self._set_global = set_global
+        self.heartbeat = heartbeat  # this instance's own heartbeat global
         self._roster = roster
         self.teams = tuple(teams)
         self._clock = clock
@@ -111,13 +114,13 @@ class ChainMirror:
         return sent
 
     async def beat(self) -> bool:
-        ok = await self._set_global(HEARTBEAT, str(int(self._wall())))
+        ok = await self._set_global(self.heartbeat, str(int(self._wall())))
         self.heartbeats += ok
         return ok
 
     async def stopped(self) -> bool:
         """Tell the dialplan at once that the service is going, not after the heartbeat goes stale."""
-        return await self._set_global(HEARTBEAT, STOPPED)
+        return await self._set_global(self.heartbeat, STOPPED)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="chain-mirror")

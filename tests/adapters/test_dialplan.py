@@ -26,7 +26,7 @@ PORTS = Ports(sip=15060, ami=15038, agi=15073, surgeon_phones=15070, rtp_start=1
 SENSITIVE_APP = re.compile(r"\b(Dial|MixMonitor|Record|System|DB|DB_DELETE|DBdeltree|TrySystem|Monitor)\(")
 # Values the caller chooses; ${ARG} is safe only through FILTER().
 CALLER_CONTROLLED = ("${EXTEN}", "${CALLERID(", "${HOTLINE_CHOICE}", "${HOTLINE_KEY}", "${ARG")
-GLOBALS = {"HOTLINE_AGI", "HOTLINE_PROMPTS", "HOTLINE_RECORDINGS", "HOTLINE_FALLBACK", "HOTLINE_STALE_S"}
+GLOBALS = {"HOTLINE_NODE", "HOTLINE_PROMPTS", "HOTLINE_RECORDINGS", "HOTLINE_FALLBACK", "HOTLINE_STALE_S"}
 SERVICE_VARS = {channel_vars.TARGET, channel_vars.RING_S, channel_vars.ATTEMPT,
                 channel_vars.WHISPER, channel_vars.PARTNER}
 
@@ -139,12 +139,40 @@ def _requests(rendered) -> list[tuple[str, "Line"]]:
 def test_every_request_goes_through_one_heartbeat_gated_agi_line_naming_the_call(rendered):
     agi = [line for line in rendered.lines() if line.app.startswith("AGI(")]
     assert len(agi) == 1 and agi[0].context == "hotline-agi"
-    assert agi[0].app.startswith("AGI(${HOTLINE_AGI}/${ARG1}?linkedid=${CHANNEL(linkedid)},")
+    assert agi[0].app.startswith(f"AGI(agi://127.0.0.1:{PORTS.agi}/${{ARG1}}?linkedid=${{CHANNEL(linkedid)}},")
     wrapper = [line.app for line in rendered.lines() if line.context == "hotline-agi"]
     assert wrapper[0] == "Set(HOTLINE_OK=)"
     gate = next(i for i, app in enumerate(wrapper) if f"${{GLOBAL({channel_vars.HEARTBEAT})}}" in app)
-    assert gate < wrapper.index(agi[0].app) and wrapper[gate].startswith("GotoIf(")
+    at = wrapper.index(agi[0].app)
+    assert gate < at and wrapper[gate].startswith("GotoIf(")
+    assert wrapper[at + 1] == 'GotoIf($["${HOTLINE_OK}" = "1"]?done)'
     assert {name for name, _ in _requests(rendered)} == REQUESTS
+
+
+def test_a_cluster_node_asks_each_instance_in_its_order_each_gated_by_its_own_heartbeat():
+    # Node b of a two-instance cluster asks instance 2 first, then instance 1;
+    # instance n is asked only while HOTLINE_HEARTBEAT_n is fresh.
+    menu = load_menu(MENUS["test"])
+    files = render_all(menu=menu, menu_source="m", instance="node-b", instance_dir=Path("/v/asterisk/node-b"),
+                       prompts_dir=Path("/v/prompts"), recordings_dir=Path("/v/recordings/ha"), ports=PORTS,
+                       agi_host="127.0.0.1", ami_secret="a", sip_secret="c", console_ami_secret="d",
+                       agi_targets=("127.0.0.1:4573", "127.0.0.1:4574"), agi_first=2, node_name="node-b")
+    agi_lines = [line for line in files["extensions.conf"].splitlines()
+                 if line.startswith(" same") and "hotline-agi" not in line and ("AGI(" in line or "HEARTBEAT" in line)]
+    order = [("HOTLINE_HEARTBEAT_2" in line, "4574/" in line, "HOTLINE_HEARTBEAT_1" in line, "4573/" in line)
+             for line in agi_lines]
+    assert order == [(True, False, False, False), (False, True, False, False),
+                     (False, False, True, False), (False, False, False, True)]
+    assert "systemname = node-b" in files["asterisk.conf"]
+    assert "HOTLINE_NODE = node-b-" in files["extensions.conf"]
+    for bad in ({"agi_targets": ("localhost:4573",)}, {"agi_targets": ("127.0.0.1:4573,x",)},
+                {"agi_targets": ("[::1]:4573",)}, {"agi_targets": ("127.0.0.1:0",)},
+                {"agi_first": 3}, {"node_name": "Node_B"}, {"node_name": "node-b-"}):
+        kwargs = {"agi_targets": ("127.0.0.1:4573", "127.0.0.1:4574"), **bad}
+        with pytest.raises(ValueError):
+            render_all(menu=menu, menu_source="m", instance="x", instance_dir=Path("/v/x"),
+                       prompts_dir=Path("/v/p"), recordings_dir=Path("/v/r"), ports=PORTS,
+                       agi_host="127.0.0.1", ami_secret="a", sip_secret="c", console_ami_secret="d", **kwargs)
 
 
 def test_no_caller_controlled_value_reaches_dial_files_shell_or_db(rendered):
@@ -308,7 +336,7 @@ def test_every_request_is_trusted_only_with_hotline_ok(rendered):
 def test_paths_and_globals_are_those_rendered(rendered):
     dialplan = rendered.dialplan
     assert f"HOTLINE_RECORDINGS = {rendered.dirs['recordings']}" in dialplan
-    assert f"HOTLINE_AGI = agi://127.0.0.1:{PORTS.agi}" in dialplan
+    assert f"AGI(agi://127.0.0.1:{PORTS.agi}/" in dialplan and "HOTLINE_HEARTBEAT_2" not in dialplan
     assert f"HOTLINE_FALLBACK = {rendered.menu.duty_nurse_number}" in dialplan
 
 

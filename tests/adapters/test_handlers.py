@@ -235,10 +235,11 @@ async def play(port: int, request: Request) -> Session:
     return session
 
 
-def serve(hotline: Hotline, *requests: Request) -> tuple[list[Session], ServerStats]:
+def serve(hotline: Hotline, *requests: Request, lookup=None) -> tuple[list[Session], ServerStats]:
     """Start a FastAgiServer on a free loopback port and play the requests one after another."""
     async def main():
-        server = FastAgiServer(build_routes(hotline.desk, hotline.clock, hotline.recordings),
+        server = FastAgiServer(build_routes(hotline.desk, hotline.clock, hotline.recordings,
+                                            lookup=lookup),
                                host="127.0.0.1", port=0)
         async with server:
             sessions = []
@@ -321,6 +322,38 @@ def test_a_whole_call_through_the_server(hotline):
         (AttemptOutcome.NO_ANSWER, 20, False), (AttemptOutcome.ACCEPTED, 1, True)]
     assert case.connected_at == T0 + timedelta(seconds=5)
     assert case.ended_at == T0 + timedelta(seconds=6)
+
+
+def test_another_instance_adopts_a_call_it_never_saw_from_the_stored_case(hotline, tmp_path):
+    # Instance 1 starts the call and rings the primary, then dies; the node asks
+    # instance 2, whose desk has never seen the call: it reads the stored case
+    # (what instance 1 wrote) and carries on -- the same case, the next phone.
+    serve(hotline, Request("call_start"), Request("menu", ["1"]), Request("route", ["facial", "1"]))
+    stored = {case.linkedid: copy.deepcopy(case) for case, _ in hotline.sink.submitted}
+    second = CallDesk(load_menu(MENU_FILE), FakeRoster(build_roster(), {PARTNER_NUMBER: 7}),
+                      RecordingSink(), new_id=lambda at: "C-9999")
+    other = Hotline(second, second.sink, hotline.clock, hotline.recordings)
+    looked_up: list[str] = []
+
+    def lookup(linkedid: str):
+        looked_up.append(linkedid)
+        return copy.deepcopy(stored.get(linkedid))
+
+    (ended, end), stats = serve(
+        other, Request("attempt_ended", ["1", "NOANSWER", "", "", "20"]),
+        Request("call_end", call_end_args(status="ANSWER", accepted="1", attempt="2",
+                                          answered="30", dialed="40")), lookup=lookup)
+    assert looked_up == [LINKEDID]  # once: the call is known from then on
+    assert ended.sets[:3] == [(V.ACTION, "dial"), (V.TARGET, BACKUP.phone), (V.RING_S, "20")]
+    assert ended.variables[V.ATTEMPT] == "2" and end.ok and stats.handler_failures == 0
+    case, final = second.sink.submitted[-1]
+    assert final and case.case_id == "C-0001" and case.outcome == "connected"
+    assert [a.phone for a in case.attempts] == [PRIMARY.phone, BACKUP.phone]
+
+
+def test_a_call_unknown_everywhere_is_not_adopted_and_the_dialplan_falls_back(hotline):
+    (route,), stats = serve(hotline, Request("route", ["facial", "1"]), lookup=lambda linkedid: None)
+    assert not route.ok and stats.handler_failures == 1
 
 
 def test_partner_route_sends_the_partner_id(hotline):

@@ -96,7 +96,7 @@ def test_the_console_ami_account_can_list_channels_and_nothing_more(line: Hotlin
                 ("Command", {"Command": "core show version"}),
                 ("DBPut", {"Family": "hotline", "Key": "heartbeat", "Val": "0"}),
                 # The service's heartbeat (a global): "call" is not the console's.
-                ("Setvar", {"Variable": "HOTLINE_HEARTBEAT", "Value": "0"}),
+                ("Setvar", {"Variable": "HOTLINE_HEARTBEAT_1", "Value": "0"}),
                 ("Getvar", {"Variable": "SHELL(id)"}),
             ]:
                 response = await client.send(action, **fields)

@@ -261,7 +261,7 @@ def test_console_account_is_read_only(hotline):
             ("Command", {"Command": f"!touch {marker}"}),
             ("DBPut", {"Family": "hotline", "Key": "heartbeat", "Val": "0"}),
             # The heartbeat and the chain mirror: set by the service's account only.
-            ("Setvar", {"Variable": "HOTLINE_HEARTBEAT", "Value": "0"}),
+            ("Setvar", {"Variable": "HOTLINE_HEARTBEAT_1", "Value": "0"}),
             ("Setvar", {"Variable": "HOTLINE_CHAIN_facial_1", "Value": "0014165551212"}),
             ("ModuleLoad", {"Module": "app_system.so", "LoadType": "load"}),
             ("Getvar", {"Variable": f"SHELL(touch {marker})"}),
@@ -275,4 +275,4 @@ def test_console_account_is_read_only(hotline):
     time.sleep(0.5)
     assert not marker.exists()
     held = asterisk_globals(hotline.config)
-    assert held.get("HOTLINE_HEARTBEAT") != "0" and held.get("HOTLINE_CHAIN_facial_1") != "0014165551212"
+    assert held.get("HOTLINE_HEARTBEAT_1") != "0" and held.get("HOTLINE_CHAIN_facial_1") != "0014165551212"
