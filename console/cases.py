@@ -283,6 +283,7 @@ def _render(case: Case, *, note_error: str | None = None, note_text: str = "",
             referral: dict[str, Any] | None = None):
     from console import services
     from console.callbacks import callback_panel
+    from console.photos import photo_events
     from console.referrals import referral_panel
 
     engine = services().engine
@@ -290,7 +291,8 @@ def _render(case: Case, *, note_error: str | None = None, note_text: str = "",
     notes = case_notes(engine, case.case_id, services().vault)
     user = current_user()
     return render_template(
-        "case.html", case=case, context=context, notes=notes, events=case_events(case),
+        "case.html", case=case, context=context, notes=notes,
+        events=sorted(case_events(case) + photo_events(case.case_id), key=lambda e: e["at"]),
         disposition=current_disposition(notes), dispositions=DISPOSITIONS,
         may_add_note=may_add_note(user, case), playable=_playable(case),
         at_carrier=any(r.kind == "call" for r in remote_recordings(case)),
@@ -313,32 +315,51 @@ def detail(case_id: str):
 @bp.post("/<case_id>/notes")
 @signed_in()
 def add_note(case_id: str):
-    from console import services
-
     case = _visible_case(case_id)
+    user, text, disposition, error = posted_note(case)
+    if error is not None:
+        return _render(case, note_error=error, note_text=text[:MAX_NOTE],
+                       note_disposition=disposition if disposition in DISPOSITIONS else "",
+                       status=400)
+    write_note(case, user, text, disposition)
+    return redirect(url_for("cases.detail", case_id=case.case_id) + "#notes", code=303)
+
+
+def posted_note(case: Case) -> tuple[User, str, str | None, str | None]:
+    """The note this request's form posts for `case`: (user, text, disposition, why it
+    cannot be written or None). A user who may not add one is denied (403, audited).
+    The case page and the surgeon's phone view (console.photos) both read notes here."""
     user = current_user()
     if not may_add_note(user, case):
         deny(f"case {case.case_id}: may not add a note")
     text = request.form.get("text", "")
     disposition = request.form.get("disposition", "") or None
-    error = None
+    return user, text, disposition, note_error(text, disposition)
+
+
+def note_error(text: str, disposition: str | None) -> str | None:
+    """Why this note cannot be written (the page's words), or None. Also the phone view's check."""
     if len(text) > MAX_NOTE:
-        error = t("case.note_too_long")
-    elif disposition is not None and disposition not in DISPOSITIONS:
-        error = t("case.bad_disposition")
-    elif not text.strip() and disposition is None:
-        error = t("case.note_empty")
-    if error is not None:
-        return _render(case, note_error=error, note_text=text[:MAX_NOTE],
-                       note_disposition=disposition if disposition in DISPOSITIONS else "",
-                       status=400)
+        return t("case.note_too_long")
+    if disposition is not None and disposition not in DISPOSITIONS:
+        return t("case.bad_disposition")
+    if not text.strip() and disposition is None:
+        return t("case.note_empty")
+    return None
+
+
+def write_note(case: Case, user: User, text: str, disposition: str | None) -> int:
+    """Write a checked note (note_error) and audit it (`add_note`); the surgeon's phone
+    view (console.photos) writes its notes here too: one notes table, one audit."""
+    from console import services
+
     hub = services()
     note_id = add_case_note(hub.engine, case.case_id, user_id=user.id,
                             surgeon_id=user.surgeon_id, text=text.strip(),
                             disposition=disposition, at=hub.clock(), vault=hub.vault)
     audit("add_note", "case", case.case_id, note=note_id, disposition=disposition,
           chars=len(text.strip()))
-    return redirect(url_for("cases.detail", case_id=case.case_id) + "#notes", code=303)
+    return note_id
 
 
 @bp.get("/<case_id>/recording")

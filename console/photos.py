@@ -13,6 +13,14 @@ every case for staff, a surgeon the cases they took part in); each photo or
 thumbnail served is audited (`view_photo`) before a byte leaves, opened from
 its seal in memory, `Cache-Control: private, no-store`.
 
+The surgeon's phone view (`/cases/<id>/phone`, the case page's rule) shows
+the case on a phone; its photos arrive without a reload by polling
+`/cases/<id>/phone/photos.json?after=<newest id>` every 3 s (static
+phone_view.js: the CSP forbids inline script), and its disposition form
+writes through console.cases' own note checks and writer. "Send the photo
+link to the caller" (`POST /cases/<id>/send-upload-link`) makes a new link
+and texts it (photos.sending), at most 3 times per 10 minutes per case.
+
 Register with `register(app, csrf)` (console.pages.PAGE_MODULES).
 """
 from __future__ import annotations
@@ -23,14 +31,17 @@ import logging
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from flask import (Blueprint, Flask, abort, redirect, render_template, request,
+from flask import (Blueprint, Flask, abort, jsonify, redirect, render_template, request,
                    send_file, url_for)
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from console.auth import audit, client_ip, current_user, deny, limiter, signed_in
-from console.cases import load_case, may_add_note, may_see, recordings_dir
-from console.i18n import add_words
+from console.cases import MAX_NOTE as MAX_CASE_NOTE
+from console.cases import (current_disposition, load_case, may_add_note, may_see, posted_note,
+                           recordings_dir, write_note)
+from console.i18n import add_words, current_lang, t
 from db.photos import CasePhoto, LinkClosed, PhotoStore
+from photos.delivery import DeliveryError, since_words
 from photos.files import OutsidePhotos
 from photos.images import PhotoRejected, process
 from photos.links import LinkError, LinkRefusal, looks_like_token, may_upload
@@ -69,7 +80,30 @@ add_words({
     "photos.back": {"zh": "返回病例", "en": "Back to the case"},
     "photos.size": {"zh": "尺寸", "en": "Size"},
     "photos.note": {"zh": "说明", "en": "Note"},
+    "case.event.photo": {"zh": "伤情照片", "en": "Wound photo"},
+    "photos.phone_view": {"zh": "手机查看", "en": "Phone view"},
+    "photos.phone_view_hint": {"zh": "在手机上打开此页，照片到达时自动显示",
+                               "en": "Open this page on your phone: photos appear as they arrive"},
+    "photos.send_link": {"zh": "发送照片上传链接给来电者", "en": "Send the photo link to the caller"},
+    "photos.send.sent": {"zh": "照片上传链接已发送", "en": "The photo link was sent"},
+    "photos.send.failed": {"zh": "发送失败，请稍后重试", "en": "Sending failed; try again shortly"},
+    "photos.send.none": {"zh": "无法发送：来电者不是手机号码，或未配置短信/企业微信",
+                         "en": "Cannot send: the caller is not on a mobile, or SMS/WeChat is not set up"},
+    "photos.send.too_many": {"zh": "发送过于频繁，请稍后再试", "en": "Sent too often; try again later"},
+    "photos.send.no_url": {"zh": "无法发送：未配置控制台的公网地址 (HOTLINE_CONSOLE_PUBLIC_URL)",
+                           "en": "Cannot send: the console's public address is not configured "
+                                 "(HOTLINE_CONSOLE_PUBLIC_URL)"},
+    "phone.since_injury": {"zh": "受伤至今", "en": "Since the injury"},
+    "phone.since_call": {"zh": "来电至今", "en": "Since the call"},
+    "phone.live": {"zh": "新照片会自动出现，无需刷新", "en": "New photos appear without reloading"},
+    "phone.offline": {"zh": "暂时无法获取新照片，正在重试", "en": "Cannot fetch new photos; retrying"},
+    "phone.stopped": {"zh": "已停止更新，请重新登录", "en": "Updates stopped; sign in again"},
+    "phone.saved": {"zh": "已保存", "en": "Saved"},
+    "phone.full_case": {"zh": "完整病例", "en": "The whole case"},
 })
+
+SEND_LIMIT_PER_CASE = "3 per 10 minutes"  # each send texts the caller: no SMS bombing by button
+SEND_STATES = ("sent", "failed", "none", "no_url", "too_many")
 
 
 def register(app: Flask, csrf) -> None:
@@ -180,7 +214,10 @@ def _upload_page(link, *, error: tuple[str, str] | None = None, stored: int = 0,
 
 @bp.errorhandler(429)
 def too_many(_exc):
-    # Only the upload page is limited in this blueprint: the caller gets their page, not the console's.
+    if request.endpoint == "photos.send_link":
+        case_id = (request.view_args or {}).get("case_id", "")
+        return redirect(_back(case_id, "too_many"), code=303)
+    # Otherwise the upload page: the caller gets their page, not the console's.
     return render_template("photo_upload.html", error=("请求过于频繁，请稍后再试",
                                                       "Too many uploads; try again later"),
                            stored=0, refused=[], left=0, still_open=False, until="",
@@ -211,7 +248,9 @@ def case_photos(case_id: str):
     links = [(link, "revoked" if link.revoked_at else ("expired" if now >= link.expires_at else "open"))
              for link in store.links_of(case.case_id)]
     return render_template("photo_case.html", case=case, photos=store.photos_of(case.case_id),
-                           links=links, local=_local, may_link=may_add_note(current_user(), case))
+                           links=links, local=_local, may_link=may_add_note(current_user(), case),
+                           link_state=request.args.get("link", "") if request.args.get("link")
+                           in SEND_STATES else "")
 
 
 def _serve(case_id: str, photo_id: int, thumb: bool):
@@ -277,3 +316,138 @@ def revoke_link(case_id: str, link_id: int):
     if not _store().revoke_link(case.case_id, link_id, by=user.actor, ip=client_ip()):
         abort(404)
     return redirect(url_for("photos.case_photos", case_id=case.case_id), code=303)
+
+
+# --------------------------------------------------------------------------- the case timeline
+
+
+def photo_events(case_id: str) -> list[dict]:
+    """The case's photos as timeline events (console.cases' page adds them to its own)."""
+    if recordings_dir() is None:
+        return []
+    return [{"at": p.at, "kind": "photo", "photo_id": p.id, "sender": p.sender,
+             "sender_word": _sender_word(p.sender), "note": p.note}
+            for p in _store().photos_of(case_id)]
+
+
+def _sender_word(sender: str) -> str:
+    if sender == "caller":
+        return t("photos.sender.caller")
+    return f"{t('photos.sender.surgeon')} {sender.partition(':')[2]}"
+
+
+# --------------------------------------------------------------------------- the surgeon's phone view
+
+
+def _since(case) -> tuple[datetime, bool]:
+    """(from when, whether it is the injury): the referral's time of injury, else the call's start."""
+    from console import services
+    from db.referrals import ReferralStore
+
+    listed = ReferralStore(services().engine).get_by_case(case.case_id)
+    injured_at = listed.referral.patient.injured_at if listed is not None else None
+    return (injured_at, True) if injured_at is not None else (case.started_at, False)
+
+
+def _photo_json(case_id: str, p: CasePhoto) -> dict:
+    return {"id": p.id, "at": _local(p.at), "sender": _sender_word(p.sender), "note": p.note,
+            "thumb": url_for("photos.thumb", case_id=case_id, photo_id=p.id),
+            "full": url_for("photos.photo", case_id=case_id, photo_id=p.id)}
+
+
+@bp.get("/cases/<case_id>/phone")
+@signed_in()
+def phone_view(case_id: str):
+    return _phone_page(_visible_case(case_id))
+
+
+def _phone_page(case, *, status: int = 200, note_error: str | None = None, note_text: str = ""):
+    from console import listed_number, services
+    from console.calls import team_word
+    from db.calls_query import DISPOSITIONS, case_context, case_notes
+
+    hub = services()
+    # An app without a recordings dir (a test's) has no photos to show: the rest of the page still works.
+    photos = _store().photos_of(case.case_id) if recordings_dir() is not None else []
+    since, injury = _since(case)
+    notes = case_notes(hub.engine, case.case_id, hub.vault)
+    context = case_context(hub.engine, case.case_id)
+    words = since_words((hub.clock() - since).total_seconds())
+    link_state = request.args.get("link", "")
+    return render_template(
+        "phone_case.html", case=case, photos=[_photo_json(case.case_id, p) for p in photos],
+        after=photos[-1].id if photos else 0, caller=listed_number(case.caller.raw_safe),
+        hospital=context.hospital_name, team=team_word(case.team, context.team_name_zh,
+                                                       context.team_name_en),
+        since_iso=since.isoformat(), since_label=t("phone.since_injury" if injury else "phone.since_call"),
+        since_text=words[0] if current_lang() == "zh" else words[1],
+        notes=notes, disposition=current_disposition(notes), dispositions=DISPOSITIONS,
+        may_add_note=may_add_note(current_user(), case), started=_local(case.started_at),
+        link_state=link_state if link_state in SEND_STATES else "",
+        saved=request.args.get("saved") == "1", local=_local, note_error=note_error,
+        note_text=note_text,
+    ), status
+
+
+@bp.get("/cases/<case_id>/phone/photos.json")
+@signed_in()
+def phone_photos(case_id: str):
+    """The case's photos after `?after=<id>` (the page's newest), for the phone view's polling."""
+    case = _visible_case(case_id)
+    raw = request.args.get("after", "0")
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 10:
+        abort(400)
+    photos = _store().photos_after(case.case_id, int(raw))
+    response = jsonify({"photos": [_photo_json(case.case_id, p) for p in photos]})
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
+
+
+@bp.post("/cases/<case_id>/phone/notes")
+@signed_in()
+def phone_note(case_id: str):
+    """The phone view's disposition and note: the case page's checks and writer (console.cases)."""
+    case = _visible_case(case_id)
+    user, text, disposition, error = posted_note(case)
+    if error is not None:
+        return _phone_page(case, status=400, note_error=error, note_text=text[:MAX_CASE_NOTE])
+    write_note(case, user, text, disposition)
+    return redirect(url_for("photos.phone_view", case_id=case.case_id, saved=1) + "#notes", code=303)
+
+
+def _send_key() -> str:
+    return "send-upload-link:" + (request.view_args or {}).get("case_id", "")[:64]
+
+
+def _back(case_id: str, state: str) -> str:
+    page = "photos.case_photos" if request.form.get("back") == "photos" else "photos.phone_view"
+    return url_for(page, case_id=case_id, link=state)
+
+
+@bp.post("/cases/<case_id>/send-upload-link")
+@signed_in()
+@limiter.limit(SEND_LIMIT_PER_CASE, key_func=_send_key)
+def send_link(case_id: str):
+    """A surgeon asks (during the call) for the caller to get an upload link: a new link by
+    SMS to the caller's mobile and into the team's WeChat group; audited (photos.sending)."""
+    from console import services
+    from photos.sending import sender_from_config
+
+    case = _visible_case(case_id)
+    user = current_user()
+    if not may_add_note(user, case):
+        deny(f"case {case.case_id}: may not send an upload link")
+    config = services().config
+    if config is None or not config.console_public_url:
+        # Never the address this request came in on: the Host header is the
+        # sender's word (and behind the TLS proxy it is the loopback address).
+        return redirect(_back(case.case_id, "no_url"), code=303)
+    try:
+        sender = sender_from_config(_store(), config, [case.team] if case.team else [])
+        delivery = sender.send(case.case_id, case.caller.number, case.team, by=user.actor,
+                               group=True, ip=client_ip())
+    except DeliveryError:
+        return redirect(_back(case.case_id, "none"), code=303)
+    except LinkError:
+        abort(404)
+    return redirect(_back(case.case_id, "sent" if delivery.sent else "failed"), code=303)

@@ -21,8 +21,9 @@ from pathlib import Path
 
 from sqlalchemy import Engine, insert, or_, select, update
 
-from db.models import CasePhotoRow, CaseRow, UploadLinkRow
+from db.models import AuditRow, CasePhotoRow, CaseRow, SurgeonRow, TeamRow, UploadLinkRow
 from db.users import audit_row
+from photos.delivery import CASE_OPEN_ACTOR, PHONE_VIEW_ACTOR, AcceptedCase, OpenCase, Try
 from photos.files import read_photo, seal_photo, write_atomic
 from photos.images import ProcessedPhoto
 from photos.links import (DEFAULT_MAX_UPLOADS, DEFAULT_TTL, LinkError, LinkRefusal, UploadLink,
@@ -124,6 +125,66 @@ class PhotoStore:
                           ip=ip)
         return done
 
+    def record_delivery(self, case_id: str, link_id: int, *, by: str, sent: list[str],
+                        failed: list[str], to: str, ip: str = "") -> None:
+        """Audit a link's delivery (`send_upload_link`): the channels it went out on and
+        those that failed; `to` is the caller's number *masked*. A delivery that failed
+        everywhere revokes its link in the same transaction: a link nobody got stays closed."""
+        now = self.clock()
+        with self.engine.begin() as conn:
+            if not sent:
+                conn.execute(update(UploadLinkRow).where(
+                    UploadLinkRow.id == link_id, UploadLinkRow.case_id == case_id,
+                    UploadLinkRow.revoked_at.is_(None)).values(revoked_at=now))
+            audit_row(conn, now, by, "send_upload_link", "case", case_id,
+                      {"link": link_id, "sent": sent, "failed": failed, "to": to[:32]}, ip=ip)
+
+    def young_cases(self, since: datetime) -> list[OpenCase]:
+        """Cases started at or after `since` that have not ended: the case-open job's candidates."""
+        c = CaseRow
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(c.case_id, c.caller_number, c.caller_class, c.outcome,
+                                       c.team, c.started_at, c.ended_at)
+                                .where(c.started_at >= since, c.ended_at.is_(None))
+                                .order_by(c.started_at).limit(500)).all()
+        return [OpenCase(*r) for r in rows]
+
+    def accepted_cases(self, since: datetime) -> list[AcceptedCase]:
+        """Cases a surgeon accepted at or after `since`, with that surgeon's phone."""
+        c, s, team = CaseRow, SurgeonRow, TeamRow
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(c.case_id, c.team, c.connected_at, c.connected_surgeon_id, s.phone,
+                                       team.name_zh)
+                                .join(s, s.id == c.connected_surgeon_id, isouter=True)
+                                .join(team, team.code == c.team, isouter=True)
+                                .where(c.connected_at >= since, c.connected_surgeon_id.is_not(None))
+                                .order_by(c.connected_at).limit(500)).all()
+        return [AcceptedCase(*r) for r in rows]
+
+    def phone_view_sent(self, case_id: str) -> bool:
+        """Whether the accepting surgeon was already texted this case's phone view (its audit row)."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(AuditRow.id).where(
+                AuditRow.subject == "case", AuditRow.subject_id == case_id,
+                AuditRow.action == "send_phone_view").limit(1)).first() is not None
+
+    def record_phone_view(self, case_id: str, surgeon_id: int, *, sent: bool, to: str) -> None:
+        """Audit the phone view's SMS to the accepting surgeon (`to` masked); one row per
+        case whether it went or not: the job does not text a surgeon twice."""
+        with self.engine.begin() as conn:
+            audit_row(conn, self.clock(), PHONE_VIEW_ACTOR, "send_phone_view", "case", case_id,
+                      {"surgeon": surgeon_id, "sent": sent, "to": to[:32]})
+
+    def case_open_tries(self, case_id: str) -> list[Try]:
+        """The links the case-open job made for this case (revoked: a try that failed)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(UploadLinkRow.id, UploadLinkRow.created_at,
+                                       UploadLinkRow.revoked_at)
+                                .where(UploadLinkRow.case_id == case_id,
+                                       UploadLinkRow.created_by == CASE_OPEN_ACTOR)
+                                .order_by(UploadLinkRow.id)).all()
+        return [Try(*r) for r in rows]
+
     # -- photos ---------------------------------------------------------------------
     def add_photo(self, link: UploadLink, photo: ProcessedPhoto, *, note: str = "",
                   case_id: str | None = None, sender: str = "caller", ip: str = "") -> CasePhoto:
@@ -176,6 +237,14 @@ class PhotoStore:
         with self.engine.connect() as conn:
             rows = conn.execute(select(CasePhotoRow).where(CasePhotoRow.case_id == case_id)
                                 .order_by(CasePhotoRow.at, CasePhotoRow.id)).all()
+        return [self._photo(r) for r in rows]
+
+    def photos_after(self, case_id: str, after_id: int = 0, limit: int = 100) -> list[CasePhoto]:
+        """The case's photos with an id above `after_id` (what a polling page has not got), oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(CasePhotoRow).where(CasePhotoRow.case_id == case_id,
+                                                           CasePhotoRow.id > after_id)
+                                .order_by(CasePhotoRow.id).limit(limit)).all()
         return [self._photo(r) for r in rows]
 
     def photo(self, case_id: str, photo_id: int) -> CasePhoto | None:

@@ -98,7 +98,8 @@ def cmd_export(args, config: "HotlineConfig") -> int:
                                  datetime.now(timezone.utc), _actor(),
                                  read=lambda path: read_recording(path, vault),
                                  open_note=lambda stored, case_id: open_note(vault, stored,
-                                                                             case_id))
+                                                                             case_id),
+                                 vault=vault)  # wound photos are opened from their seals
     except ExportError as exc:
         return _fail(exc, EXIT_BAD_INPUT)
     except VaultError as exc:  # a recording sealed with a key no longer in the ring

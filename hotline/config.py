@@ -98,6 +98,12 @@ class HotlineConfig:
     retention_notices_days: int | None = None
     retention_sessions_days: int | None = None
     retention_blocklist_days: int | None = None
+    # Wound photos (issue 11, docs/photos.md): the console's address as phones reach
+    # it (https://hotline.example.org). Upload links and the surgeon's phone view are
+    # sent on it; empty: the service sends no link (the console uses its own address).
+    console_public_url: str = ""
+    # An upload link by SMS when a case opens: "mobile" (callers on a Chinese mobile) or "off".
+    photo_link_on_case_open: str = "mobile"
 
     @property
     def instance_dir(self) -> Path:
@@ -275,6 +281,8 @@ _ENV_KEYS = {
     "HOTLINE_SERVICE_SLOT": "service_slot",
     "HOTLINE_RECORDINGS_PATH": "recordings_path",
     "HOTLINE_RECONCILE_EVERY_S": "reconcile_every_s",
+    "HOTLINE_CONSOLE_PUBLIC_URL": "console_public_url",
+    "HOTLINE_PHOTO_LINK_ON_CASE_OPEN": "photo_link_on_case_open",
 }
 _PORT_ENV_PREFIX = "HOTLINE_PORT_"  # e.g. HOTLINE_PORT_SIP=15060
 _WECHAT_KEY_PREFIX = "HOTLINE_WECHAT_KEY_"  # e.g. HOTLINE_WECHAT_KEY_DESK, ..._FACIAL

@@ -45,6 +45,7 @@ from ivr.menu import load_menu
 from ivr.mirror import ChainMirror, ami_set_global
 from oncall.model import Roster
 from oncall.notices import GAP_DAYS
+from photos.sending import add_photo_link_job
 from privacy.jobs import add_retention_job
 from privacy.retention import policy_from_config
 
@@ -173,6 +174,10 @@ class HotlineService:
                           every=every, window=max(RECONCILE_WINDOW, every * 3),
                           first_delay=min(timedelta(seconds=30), every), clock=clock)
         add_seal_job(self.scheduler, config.recordings_dir, self.vault)
+        # Wound photos (docs/photos.md): an upload link by SMS to a caller on a
+        # mobile once the case opens, and the case's phone view to the surgeon
+        # who accepts; both off without a public console URL and an SMS sender.
+        add_photo_link_job(self.scheduler, config, self.engine, self.vault, self.menu.teams, clock)
         # Roster notices (shift reminders, the department heads' digest, gap
         # alerts) and a chain push at the exact instant of every handoff.
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -2,8 +2,9 @@
 
 The zip holds `cases.json` (every case of that number: ring attempts, menu
 events, notes, referral and its events, callback task, the notices sent about
-it, and the callback calls placed back to it), the recording and voicemail
-files of those cases, and README.txt (zh + en). Written atomically (a
+it, and the callback calls placed back to it, the wound photos it sent), the
+recording and voicemail files of those cases, the photos themselves (opened
+from their seals, `photos/`), and README.txt (zh + en). Written atomically (a
 temporary file, then a hard link that refuses an existing name), mode 0600.
 
 What is left out on purpose: other people's personal information -- the
@@ -25,17 +26,21 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, select
 
-from db.models import (CallbackRow, CaseNoteRow, CaseRow, DialAttemptRow, MenuEventRow,
-                       NoticeRow, ReferralEventRow, ReferralRow)
+from db.models import (CallbackRow, CaseNoteRow, CasePhotoRow, CaseRow, DialAttemptRow,
+                       MenuEventRow, NoticeRow, ReferralEventRow, ReferralRow)
 from db.users import audit_row
 from oncall.model import HOTLINE_TZ
+from photos.files import OutsidePhotos, read_photo
 from privacy.files import Where, locate
 from routing.callers import mask_number, normalise_number, safe_text
+
+if TYPE_CHECKING:
+    from vault import Vault
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +107,7 @@ def readme_text(masked: str, now: datetime, n_cases: int, n_files: int,
   就该来电发出的通知, 以及热线回拨该号码的通话。时间均为 UTC (ISO 8601)。
 - recordings/: 通话录音 (<病例号>-call.*) 与语音留言 (<病例号>-voicemail.*)。
   录音保存 3 年, 病例记录保存 15 年, 到期删除。
+- photos/: 来电者发送的伤情照片 (<病例号>-<照片号>.jpg), 与录音同期删除。
 
 Contents (provided under art. 45 of the Personal Information Protection Law):
 - cases.json: every call from this number: menu choices, the surgeons rung
@@ -112,6 +118,8 @@ Contents (provided under art. 45 of the Personal Information Protection Law):
 - recordings/: call recordings (<case id>-call.*) and voicemails
   (<case id>-voicemail.*). Recordings are kept 3 years and case records
   15 years, then deleted.
+- photos/: the wound photos the caller sent (<case id>-<photo id>.jpg),
+  deleted with the recordings.
 
 此文件含敏感个人信息 (医疗健康), 请妥善保管。
 This file holds sensitive personal information (health): keep it safe.
@@ -209,17 +217,31 @@ def _case_document(conn: Any, case: Any, open_note: Callable[[str, str], str]) -
             notices.setdefault((r.kind, r.text_zh), _plain(
                 r, ("kind", "created_at", "sent_at", "text_zh", "text_en")))
     doc["notices"] = list(notices.values())
+    # The wound photos the caller sent (issue 11): listed here, the JPEGs in photos/.
+    doc["photos"] = [{**_plain(r, ("at", "sender", "width", "height", "sha256")), "id": r.id,
+                      "note": open_note(r.note, case.case_id), "path": r.path}
+                     for r in conn.execute(select(CasePhotoRow).where(
+                         CasePhotoRow.case_id == case.case_id)
+                         .order_by(CasePhotoRow.at, CasePhotoRow.id))]
     return doc
+
+
+def photo_member(case_id: str, photo_id: int) -> str:
+    """The zip member of a case's photo: photos/<case id>-<photo id>.jpg."""
+    return f"photos/{_MEMBER_SAFE.sub('_', case_id)}-{int(photo_id)}.jpg"
 
 
 def export_patient(engine: Engine, raw_number: str, out: Path, recordings_dir: Path,
                    now: datetime, actor: str, *, ip: str = "",
                    read: Callable[[Path], bytes] = read_recording,
-                   open_note: Callable[[str, str], str] = plain_note) -> ExportSummary:
+                   open_note: Callable[[str, str], str] = plain_note,
+                   vault: "Vault | None" = None) -> ExportSummary:
     """Write the zip of one number's data to `out` (which must not exist) and audit it.
 
     `read` reads an audio file and `open_note(stored, case_id)` a note's text:
-    the places where sealed (encrypted) data is opened. Raises ExportError
+    the places where sealed (encrypted) data is opened; the case's wound photos
+    are opened from their seals with `vault` (photos.files.read_photo; None:
+    plain files only, a sealed photo raises VaultError). Raises ExportError
     for a bad number or target; the audit row is written
     (in its own transaction) before the file takes its name, so an export
     that is not audited is not delivered.
@@ -239,6 +261,7 @@ def export_patient(engine: Engine, raw_number: str, out: Path, recordings_dir: P
         cases.sort(key=lambda c: (c.started_at, c.case_id))
         documents = [_case_document(conn, case, open_note) for case in cases]
     files: list[tuple[str, Path]] = []
+    photo_files: list[tuple[str, bytes]] = []  # opened from their seals, in memory
     missing = 0
     for case, doc in zip(cases, documents):
         for kind, stored in (("call", case.recording_path), ("voicemail", case.voicemail_path)):
@@ -263,6 +286,18 @@ def export_patient(engine: Engine, raw_number: str, out: Path, recordings_dir: P
                     Where.MISSING: "file not found", Where.REMOTE: "still at the carrier",
                     Where.REFUSED: "not readable"}[located.where]}
                 missing += 1
+    for case, doc in zip(cases, documents):
+        for photo in doc["photos"]:
+            stored = photo.pop("path")
+            try:
+                data = read_photo(Path(recordings_dir), stored, case.case_id, vault)
+            except OutsidePhotos:
+                photo.update(included=False, reason="file not found")
+                missing += 1
+                continue
+            name = photo_member(case.case_id, photo["id"])
+            photo_files.append((name, data))
+            photo.update(included=True, file=name)
     document = {"number": number, "made_at": now.isoformat(), "cases": documents}
     fd, tmp_name = tempfile.mkstemp(prefix=".privacy-export-", suffix=".tmp", dir=out.parent)
     tmp = Path(tmp_name)
@@ -271,23 +306,27 @@ def export_patient(engine: Engine, raw_number: str, out: Path, recordings_dir: P
         with os.fdopen(fd, "wb") as handle:
             with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
                 archive.writestr("README.txt", readme_text(masked, now, len(documents),
-                                                           len(files), missing))
+                                                           len(files) + len(photo_files), missing))
                 archive.writestr("cases.json", json.dumps(document, ensure_ascii=False, indent=2))
                 for name, path in files:
                     archive.writestr(name, read(path))
+                for name, data in photo_files:
+                    archive.writestr(name, data)
             handle.flush()
             os.fsync(handle.fileno())
         size = tmp.stat().st_size
         with engine.begin() as conn:
             audit_row(conn, now, actor, ACTION, "number", masked,
-                      {"cases": len(documents), "files": len(files), "missing_files": missing,
+                      {"cases": len(documents), "files": len(files) + len(photo_files),
+                       "missing_files": missing,
                        "bytes": size}, ip=ip)
         _claim(tmp, out)
         _fsync_dir(out.parent)
     finally:
         tmp.unlink(missing_ok=True)
-    logger.info("privacy export of %s: %d cases, %d files", masked, len(documents), len(files))
-    return ExportSummary(masked, len(documents), len(files), missing, size, out)
+    logger.info("privacy export of %s: %d cases, %d files", masked, len(documents),
+                len(files) + len(photo_files))
+    return ExportSummary(masked, len(documents), len(files) + len(photo_files), missing, size, out)
 
 
 def _claim(tmp: Path, out: Path) -> None:

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from photos import delivery as dl
 from photos.links import (DEFAULT_MAX_UPLOADS, DEFAULT_TTL, LinkError, LinkRefusal, UploadLink,
                           link_terms, looks_like_token, may_upload, new_token, same_hash, token_hash)
 from photos.rules import (MAX_BYTES, MAX_NOTE, MAX_PIXELS, ImageKind, NoteError, PhotoRefusal,
@@ -175,3 +176,90 @@ def test_photo_paths_stay_in_their_case_directory():
         with pytest.raises(ValueError):
             photo_paths("C-1", photo_id)  # type: ignore[arg-type]
     assert photo_purpose("C-1") == b"photo:C-1"
+
+
+# --------------------------------------------------------------------------- delivery (photos.delivery)
+
+D0 = datetime(2026, 12, 1, 2, 0, tzinfo=timezone.utc)
+
+
+def open_case(**changes) -> dl.OpenCase:
+    fields = dict(case_id="c1", caller_number="13912345678", caller_class="public",
+                  outcome="in_progress", team="facial", started_at=D0 - timedelta(minutes=1),
+                  ended_at=None)
+    fields.update(changes)
+    return dl.OpenCase(**fields)
+
+
+@pytest.mark.parametrize("number, mobile", [
+    ("13912345678", "+8613912345678"), ("19912345678", "+8619912345678"),
+    ("12912345678", None), ("043188888888", None), ("0044201234567", None), ("110", None),
+    ("1391234567", None), ("139123456789", None), ("", None), (None, None),
+    ("139 1234 5678", None), ("13912345678\n", None), ("１３９１２３４５６７８", None),
+])
+def test_only_a_chinese_mobile_gets_an_sms(number, mobile):
+    assert dl.caller_mobile(number) == mobile
+
+
+def test_the_case_open_plan_in_every_state():
+    plan = dl.case_open_plan
+    assert plan(open_case(), [], D0, "mobile") is None
+    assert plan(open_case(), [], D0, "off") is dl.Skip.OFF
+    assert plan(open_case(outcome="blocked"), [], D0, "mobile") is dl.Skip.BLOCKED
+    assert plan(open_case(caller_class="partner"), [], D0, "mobile") is dl.Skip.NOT_MOBILE
+    assert plan(open_case(caller_number="043188888888"), [], D0, "mobile") is dl.Skip.NOT_MOBILE
+    assert plan(open_case(caller_number=None, caller_class="anonymous"), [], D0,
+                "mobile") is dl.Skip.NOT_MOBILE
+    assert plan(open_case(ended_at=D0), [], D0, "mobile") is dl.Skip.ENDED
+    assert plan(open_case(started_at=D0 - timedelta(minutes=16)), [], D0, "mobile") is dl.Skip.TOO_OLD
+    sent = dl.Try(1, D0 - timedelta(seconds=5), None)
+    assert plan(open_case(), [sent], D0, "mobile") is dl.Skip.SENT
+    failed = dl.Try(1, D0 - timedelta(seconds=30), D0 - timedelta(seconds=30))
+    assert plan(open_case(), [failed], D0, "mobile") is dl.Skip.NOT_YET
+    assert plan(open_case(), [failed], D0 + timedelta(seconds=31), "mobile") is None
+    three = [dl.Try(n, D0 - timedelta(minutes=9), D0 - timedelta(minutes=9)) for n in (1, 2, 3)]
+    assert plan(open_case(), three, D0, "mobile") is dl.Skip.GAVE_UP
+
+
+def test_settings_and_public_urls_are_checked():
+    assert dl.check_setting("mobile") == "mobile" and dl.check_setting("off") == "off"
+    with pytest.raises(dl.DeliveryError):
+        dl.check_setting("always")
+    assert dl.upload_url("https://h.example.org/console/", "A" * 24) == \
+        "https://h.example.org/console/u/" + "A" * 24
+    assert dl.phone_view_url("http://127.0.0.1:22851", "c1") == "http://127.0.0.1:22851/cases/c1/phone"
+    for bad in ("", "h.example.org", "https://h.example.org/#x", "https://h.example.org/?a=1",
+                "https://u:p@h.example.org", "https://h.example.org/<script>", "file:///etc/passwd"):
+        with pytest.raises(dl.DeliveryError):
+            dl.public_base(bad)
+
+
+def test_the_sms_text_is_chinese_first_and_fits_four_parts():
+    url = "https://hotline.example.org/u/" + "A" * 24
+    zh, en = dl.upload_link_text(url, "12-01 12:00")
+    assert zh.startswith("【96608急诊热线】") and url in zh and url not in en
+    assert len(f"{zh}\n{en}") <= 268
+    group = dl.group_link_text(url, "12-01 12:00", "c1", dl.masked("13912345678"))
+    assert "139****5678" in group and "13912345678" not in group and url in group
+
+
+def test_since_words():
+    assert dl.since_words(0) == ("0分", "0 min")
+    assert dl.since_words(3599) == ("59分", "59 min")
+    assert dl.since_words(3600 * 26 + 60 * 3) == ("26小时03分", "26 h 03 min")
+
+
+def test_the_accepting_surgeon_is_texted_once_soon_and_only_on_a_mobile():
+    from datetime import datetime, timedelta, timezone
+
+    from photos.delivery import ACCEPTED_WINDOW, AcceptedCase, accepted_plan, phone_view_text
+
+    now = datetime(2026, 12, 1, 8, 0, tzinfo=timezone.utc)
+    case = AcceptedCase("C-1", "replant", now - timedelta(minutes=1), 3, "13800000003", "断肢(指)再植")
+    assert accepted_plan(case, sent=False, now=now) is None
+    assert accepted_plan(case, sent=True, now=now) == "sent"
+    assert accepted_plan(case, sent=False, now=now + ACCEPTED_WINDOW) == "too_old"
+    for phone in ("043188888888", None, "138\r\n00000003"):
+        assert accepted_plan(AcceptedCase("C-1", None, now, 3, phone), sent=False, now=now) == "not_mobile"
+    zh, en = phone_view_text("https://h.example.org/cases/C-1/phone", "C-1", "断肢(指)再植")
+    assert "https://h.example.org/cases/C-1/phone" in zh and "C-1" in en and "断肢(指)再植" in zh
