@@ -22,14 +22,14 @@ QUEUE_PRIO = "HOTLINE_QPRIO"  # action "queue": the caller's app_queue QUEUE_PRI
 ALL = (OK, CASE_ID, ROUTE, ACTION, TARGET, RING_S, ATTEMPT, WHISPER, PARTNER,
        INCIDENT, QUEUE_PRIO)
 
-# Asterisk GLOBAL variables the service sets over AMI (Setvar without a
-# Channel, ivr/mirror.py) and the dialplan reads with ${GLOBAL(...)}: plain
-# variables, because a function (DB(), ...) would need the AMI class "system".
 # An Asterisk uniqueid / linkedid as the dialplan passes it; in a cluster it
 # starts with the node's systemname ("node-a-1764.12"), which keeps it unique
 # across nodes (dialplans/render.py NODE_NAME).
 ASTERISK_ID = re.compile(r"(?:[a-z][a-z0-9-]{0,22}[a-z0-9]-)?[0-9]{1,20}\.[0-9]{1,10}", re.ASCII)
 
+# Asterisk GLOBAL variables the service sets over AMI (Setvar without a
+# Channel, ivr/mirror.py) and the dialplan reads with ${GLOBAL(...)}: plain
+# variables, because a function (DB(), ...) would need the AMI class "system".
 HEARTBEAT_PREFIX = "HOTLINE_HEARTBEAT_"  # + the instance's slot n (1..MAX_SERVICE_SLOTS)
 MAX_SERVICE_SLOTS = 9
 
@@ -38,7 +38,7 @@ def heartbeat_var(slot: int) -> str:
     """The heartbeat global of service instance `slot` (1-based): HOTLINE_HEARTBEAT_<slot>.
 
     Epoch seconds, every second; "0" once that instance stops. The dialplan asks
-    instance n (HOTLINE_AGI_n) only while HOTLINE_HEARTBEAT_n is fresh.
+    instance n (the n-th of its FastAGI targets) only while HOTLINE_HEARTBEAT_n is fresh.
     """
     if isinstance(slot, bool) or not isinstance(slot, int) or not 1 <= slot <= MAX_SERVICE_SLOTS:
         raise ValueError(f"not a service slot: {slot!r}")

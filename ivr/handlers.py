@@ -18,8 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Awaitable, Callable
 
-from ivr import channel_vars as V
 from cases.lifecycle import Case
+from ivr import channel_vars as V
 from ivr.calls import CallDesk, CallEnd, Instruction
 from ivr.fastagi import AgiChannel, AgiRequest, Routes
 
