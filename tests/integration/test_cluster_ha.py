@@ -85,6 +85,17 @@ def _wait(predicate, timeout_s: float, message: str):
     raise AssertionError(message)
 
 
+def _fresh_heartbeats(layout: ClusterLayout, node: str) -> bool:
+    """Every service instance's heartbeat on `node` is under 3 s old."""
+    from conftest_support import asterisk_globals
+    from ivr.channel_vars import heartbeat_var
+
+    held = asterisk_globals(layout.config(node))
+    now = time.time()
+    return all(now - int(held.get(heartbeat_var(slot), "0") or 0) < 3
+               for slot in range(1, layout.service_count + 1))
+
+
 def _report(what: str, placed: int, completed: int, cases: list[dict]) -> None:
     print(f"\n{what}: placed {placed}, completed {completed}, cases recorded {len(cases)}, "
           f"ended {sum(1 for c in cases if c['ended_at'] is not None)}, "
@@ -225,9 +236,13 @@ def test_a_node_killed_mid_stream_new_calls_go_to_the_other(cluster):
     finally:
         config = cluster.config("node-a")
         instance.start_asterisk(config)
-    # Back: Kamailio's probes make it active again, and it takes calls.
+    # Back: Kamailio's probes make it active again within seconds, and the
+    # services log in to it again (their AMI backoff reaches 10 s): until
+    # both heartbeats are there, its calls take the static fallback
+    # (docs/deployment.md). Calls placed after that have cases again.
     _wait(lambda: kamailio.node_states(cluster.front_door())["node-a"] == "active", 30,
           "node-a never came back into the front door")
+    _wait(lambda: _fresh_heartbeats(cluster, "node-a"), 40, "the services never logged in to node-a again")
     again = CallStream(cluster, "1390004", calls=4, rate=2.0, talk_ms=1000).start()
     try:
         back = again.wait()
