@@ -244,6 +244,7 @@ def up(layout: ClusterLayout, *, seed: bool = True, log=print) -> None:
     save_layout(layout)
     layout.write_configs()
     share_sip_secret(layout)
+    share_agi_secret(layout)
     first = layout.config(layout.nodes[0])
     instance.prepare(first, log=log)  # sandbox root, prompts, the database's migrations
     if seed:
@@ -265,17 +266,29 @@ def up(layout: ClusterLayout, *, seed: bool = True, log=print) -> None:
 def share_sip_secret(layout: ClusterLayout) -> str:
     """Give every node the first node's SIP secret: a caller the front door sends
     to any node must pass that node's challenge with the same password."""
+    secret = layout.config(layout.nodes[0]).sip_secret()
+    _share_secret(secret, [layout.config(node).instance_dir / "sip.secret" for node in layout.nodes[1:]])
+    return secret
+
+
+def share_agi_secret(layout: ClusterLayout) -> str:
+    """Give every node and every service the first node's FastAGI key: any node
+    may ask any service, and each checks the same request proof (ivr/handlers.py)."""
+    secret = layout.config(layout.nodes[0]).agi_secret()
+    _share_secret(secret, [layout.config(name).agi_secret_file
+                           for name in (*layout.nodes[1:], *layout.services)])
+    return secret
+
+
+def _share_secret(secret: str, paths: list[Path]) -> None:
     import os
 
-    secret = layout.config(layout.nodes[0]).sip_secret()
-    for node in layout.nodes[1:]:
-        path = layout.config(node).instance_dir / "sip.secret"
+    for path in paths:
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists() or path.read_text().strip() != secret:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(secret + "\n")
-    return secret
 
 
 def down(layout: ClusterLayout, log=print) -> None:

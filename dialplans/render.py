@@ -25,6 +25,8 @@ MODULES = (
     "app_verbose", "app_exec", "app_db", "pbx_config", "res_agi", "res_musiconhold",
     "res_security_log", "func_channel", "func_strings", "func_global", "func_logic",
     "func_callerid", "func_cut", "func_math", "func_db", "func_hangupcause", "func_timeout",
+    # The FastAGI request proof: SHA1() of the key FILE() reads (ivr/handlers.py).
+    "func_sha1", "func_env",
     "bridge_simple", "bridge_native_rtp", "bridge_builtin_features", "bridge_holding",
     # CDR and CEL into SQLite files, for reconciliation (hotline/reconcile.py).
     "res_cdrel_custom", "cdr_sqlite3_custom", "cel_sqlite3_custom",
@@ -106,6 +108,7 @@ def render_all(
     agi_targets: tuple[str, ...] = (),
     agi_first: int = 1,
     node_name: str = "",
+    agi_secret_file: Path | None = None,
 ) -> dict[str, str]:
     """Return {file name: text} for the instance's Asterisk config dir.
 
@@ -114,11 +117,14 @@ def render_all(
     node asks slot `agi_first` first, then the next ones, wrapping. They
     default to the one service beside it (`agi_host`, `ports.agi`).
     `node_name` is the node's Asterisk systemname in a cluster ("" for one node).
+    `agi_secret_file` is the FastAGI proof key's file (default instance_dir/agi.secret):
+    only its path is rendered, the dialplan reads the key at each request.
     """
+    agi_secret_file = agi_secret_file or instance_dir / "agi.secret"
     agi_order = agi_ask_order(tuple(agi_targets) or (f"{agi_host}:{ports.agi}",), agi_first)
     if node_name and not NODE_NAME.fullmatch(node_name):
         raise ValueError(f"not a node name: {node_name!r}")
-    for value in (instance_dir, prompts_dir, recordings_dir):
+    for value in (instance_dir, prompts_dir, recordings_dir, agi_secret_file):
         # Paths go into the dialplan verbatim: no separators Asterisk would split on.
         if any(ch in str(value) for ch in ",;|&$[]{}()\"' \n\r"):
             raise ValueError(f"path not usable in a dialplan: {value!r}")
@@ -129,7 +135,7 @@ def render_all(
         agi_host=agi_host, ami_secret=ami_secret, console_ami_secret=console_ami_secret,
         sip_secret=sip_secret, surgeon_host=surgeon_host,
         queue=QUEUE_SETTINGS, queue_teams=menu.teams, full_log=full_log,
-        agi_order=agi_order, node_name=node_name,
+        agi_order=agi_order, node_name=node_name, agi_secret_file=str(agi_secret_file),
     )
     env = _env()
     return {name: env.get_template(name + ".j2").render(**context) for name in CONFIG_FILES}

@@ -143,6 +143,17 @@ class HotlineConfig:
         """The password of the test-phone SIP endpoints, generated like the AMI one."""
         return _secret_file(self.instance_dir / "sip.secret")
 
+    @property
+    def agi_secret_file(self) -> Path:
+        """Where the FastAGI proof key lives: Asterisk's dialplan reads it with FILE() on
+        every request (never a global or a literal: the console's AMI account may read
+        those), the service reads it once at start."""
+        return self.instance_dir / "agi.secret"
+
+    def agi_secret(self) -> str:
+        """The key of the FastAGI request proof (ivr/handlers.py), generated like the AMI one."""
+        return _secret_file(self.agi_secret_file)
+
     def console_secret(self) -> str:
         """The key that signs the console's session cookies, generated like the AMI one."""
         return _secret_file(self.instance_dir / "console.secret")

@@ -48,7 +48,9 @@ def render(config: HotlineConfig) -> Path:
         console_ami_secret=config.console_ami_secret(),
         full_log=config.asterisk_full_log,
         agi_targets=config.agi_targets, agi_first=config.agi_first, node_name=config.node_name,
+        agi_secret_file=config.agi_secret_file,
     )
+    config.agi_secret()  # made before Asterisk first reads it
     etc = config.instance_dir / "etc"
     write_config(files, etc)
     return etc

@@ -40,7 +40,7 @@ from ivr.ami import AmiClient, AmiError, Message
 from ivr.channel_vars import heartbeat_var
 from ivr.calls import CallDesk
 from ivr.fastagi import FastAgiServer
-from ivr.handlers import build_routes
+from ivr.handlers import ProofCheck, build_routes
 from ivr.menu import load_menu
 from ivr.mirror import ChainMirror, ami_set_global
 from oncall.model import Roster
@@ -139,6 +139,9 @@ class HotlineService:
             host=config.agi_host, port=config.ports.agi,
             # FastAGI has no authentication: only the configured Asterisk hosts.
             allowed_peers=config.agi_allowed_hosts,
+            # ...and an address cannot tell Asterisk from any local process: every
+            # request must prove it comes from this instance's dialplan.
+            authenticate=ProofCheck(config.agi_secret()),
             # Asterisk caps caller-ID fields well below this; a longer line is
             # refused, and the dialplan's fallback still serves the caller.
             max_line_bytes=4096,

@@ -75,6 +75,20 @@ class UnknownCall(LookupError):
     """A request names a call the desk does not hold (service restarted, or forged)."""
 
 
+class Disagreement(CaseError):
+    """A request that does not agree with what the desk knows of the call (an
+    `accepted` for an attempt it never ordered or that no longer rings, an
+    `attempt_ended` for an attempt that is not the one ringing): it changes nothing.
+
+    Honest Asterisk never sends one; a replayed or confused request does.
+    """
+
+
+# How many ended calls the desk remembers, so that a repeated `call_end`
+# changes nothing without asking the database (older ones: the stored case says).
+ENDED_MEMORY = 4096
+
+
 @dataclass(frozen=True)
 class Instruction:
     """What the dialplan does next: ring a phone, take a voicemail, or stop."""
@@ -112,6 +126,9 @@ class LiveCall:
     blocked: bool = False  # the caller's number is on the block list: goodbye, no ringing
     queue: str | None = None  # major-incident mode: the app_queue queue the caller waits in
     queued: bool = False  # in that queue now (until queue_left)
+    # Taken over mid-call (another instance opened the case, or this worker never
+    # saw its call_start): attempts made before may be missing from the case.
+    adopted: bool = False
 
 
 def new_case_id(at: datetime) -> str:
@@ -219,6 +236,8 @@ class CallDesk:
         self.new_id = new_id
         self.network = network  # None: no major incidents, nobody blocked
         self.calls: dict[str, LiveCall] = {}
+        # linkedid -> None, oldest first: calls that ended here (see ENDED_MEMORY).
+        self.ended: dict[str, None] = {}
         self.nurse = duty_nurse_step(menu)
         self.teams = frozenset(menu.teams) | {NURSE_TEAM, REFERRAL_TEAM}
         self.menu_keys = menu_teams(menu)
@@ -254,13 +273,46 @@ class CallDesk:
         live = self.calls.get(case.linkedid)
         if live is not None:
             return live
-        live = LiveCall(case=case, channel=channel)
+        live = LiveCall(case=case, channel=channel, adopted=True)
         if case.team is not None and case.team in self.teams:
             live.chain = prefer_free(team_chain(self.roster_source.roster(), case.team, at),
                                      self._busy_phones(live))
         self.calls[case.linkedid] = live
         logger.warning("call adopted case=%s (started by another service instance)", case.case_id)
         return live
+
+    def adopt_unseen(self, linkedid: str, channel: str, caller_id: str | None,
+                     started_at: datetime, at: datetime) -> LiveCall | None:
+        """Open the case of a live call whose call_start no instance answered (this
+        worker replaced one that hung), from what the request itself says: the
+        caller's channel and caller ID, and the start time Asterisk put in the
+        linkedid. None for a call that has ended here already.
+
+        Menu events and the team follow from the requests still to come;
+        reconciliation fills in what went to the lost worker (CDR/CEL).
+        """
+        if linkedid in self.ended:
+            return None
+        live = self.calls.get(linkedid)
+        if live is not None:
+            return live
+        case, blocked = open_call_case(
+            self.new_id(started_at), linkedid, caller_id, self.roster_source.partner_numbers(),
+            self.network.blocked_numbers() if self.network is not None else frozenset(),
+            started_at, self.menu.default_language)
+        live = LiveCall(case=case, channel=channel, blocked=blocked, adopted=True,
+                        incident=bool(self.incident_teams(at)))
+        # Not submitted yet: the request that adopts it changes it and submits it.
+        self.calls[linkedid] = live
+        logger.warning("call adopted case=%s (its start reached no service worker) class=%s caller=%s",
+                       case.case_id, case.caller.caller_class.value, mask_number(case.caller.raw_safe))
+        return live
+
+    def note_ended(self, linkedid: str) -> None:
+        """Remember that the call `linkedid` is over (its stored case says so)."""
+        self.ended[linkedid] = None
+        while len(self.ended) > ENDED_MEMORY:
+            del self.ended[next(iter(self.ended))]
 
     def menu_event(self, linkedid: str, event: str, at: datetime) -> None:
         """Record what happened at the menu when it happened: a key that chose a
@@ -310,7 +362,16 @@ class CallDesk:
         live = self._live(linkedid)
         if live.chain is None:
             raise CaseError("no team was routed for this call")
-        if live.case.attempt(seq) is not None:
+        attempt = live.case.attempt(seq)
+        if attempt is None:
+            if not live.adopted:  # an adopted call may lack the attempts made before
+                raise Disagreement(f"attempt {seq} was never ordered")
+        elif attempt is not live.case.attempts[-1]:
+            raise Disagreement(f"attempt {seq} is not the one ringing")
+        elif attempt.ended_at is not None and attempt.outcome is not AttemptOutcome.ACCEPTED:
+            # Ended already: the next phone was ordered then; ordering it again would ring twice.
+            raise Disagreement(f"attempt {seq} has ended already")
+        if attempt is not None:
             outcome, answered, ring_s = attempt_result(dial_status, accepted, answered_s, dialed_s)
             lifecycle.end_attempt(live.case, at, seq, outcome, answered=answered, ring_s=ring_s)
         decision = next_decision(live.chain, lifecycle.routing_attempts(live.case), self.nurse)
@@ -319,16 +380,25 @@ class CallDesk:
     def accepted(self, linkedid: str, seq: int, at: datetime) -> None:
         """The surgeon on attempt `seq` pressed 1 (request from the surgeon's leg)."""
         live = self._live(linkedid)
-        if live.case.attempt(seq) is None:
-            raise CaseError(f"no attempt {seq}")
+        attempt = live.case.attempt(seq)
+        if attempt is None:
+            raise Disagreement(f"attempt {seq} was never ordered")
+        if live.case.connected_seq == seq:
+            return  # AMI's bridge saw it first, or Asterisk asked twice
+        if live.case.connected_seq is not None or attempt.ended_at is not None:
+            raise Disagreement(f"attempt {seq} is not ringing")
         lifecycle.mark_connected(live.case, at, seq)
         self.sink.submit(live.case)
         logger.info("accepted case=%s attempt=%d", live.case.case_id, seq)
 
     def call_end(self, linkedid: str, channel: str, caller_id: str | None, end: CallEnd,
-                 at: datetime) -> Case:
+                 at: datetime) -> Case | None:
         """The caller's channel hung up. Completes the case, opening one if the
-        service never saw the start (it was down then): every call gets a record."""
+        service never saw the start (it was down then): every call gets a record.
+        None, and nothing changes, for a call that has ended already."""
+        if linkedid in self.ended:
+            logger.info("call_end for call %s, which has ended already: nothing to change", linkedid)
+            return None
         live = self.calls.pop(linkedid, None)
         if live is None:
             live = LiveCall(case=lifecycle.open_case(
@@ -352,6 +422,7 @@ class CallDesk:
         if end.voicemail_path and case.connected_seq is None:
             lifecycle.set_voicemail(case, at, end.voicemail_path)
         lifecycle.mark_ended(case, at, self._hangup_by(live, end))
+        self.note_ended(linkedid)
         self.sink.submit(case, final=True)
         logger.info("call ended case=%s outcome=%s", case.case_id, case.outcome)
         return case

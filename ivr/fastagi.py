@@ -29,6 +29,7 @@ import inspect
 import ipaddress
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -484,6 +485,7 @@ class ServerStats:
     handler_failures: int = 0
     handler_timeouts: int = 0
     hangups: int = 0
+    unproven: int = 0  # requests without a valid proof (see FastAgiServer's `authenticate`)
 
 
 def _normalize_host(host: str) -> str:
@@ -503,11 +505,18 @@ async def _close_writer(writer: asyncio.StreamWriter) -> None:
             await writer.wait_closed()
 
 
+#: At most one log line per this many seconds about requests without a valid
+#: proof: a flood of them must not fill the disk (the rest are counted).
+UNPROVEN_LOG_EVERY_S = 10.0
+
+
 class FastAgiServer:
     """A FastAGI server for an explicit route table, bounded in every dimension a peer controls.
 
     Peers not in ``allowed_peers`` are closed before a byte is read (FastAGI has
-    no authentication). The environment must arrive whole within
+    no authentication of its own, and an address cannot tell Asterisk from any
+    other local process): ``authenticate(request)`` must then hold, or the
+    connection is closed without a word and no handler runs. The environment must arrive whole within
     ``env_timeout_s``; a handler runs at most ``request_timeout_s`` and each of
     its commands at most ``command_timeout_s``. A failure ends that connection only.
     """
@@ -516,7 +525,8 @@ class FastAgiServer:
                  allowed_peers: Iterable[str] = frozenset({"127.0.0.1", "::1"}), *,
                  env_timeout_s: float = 2.0, max_env_lines: int = 64, max_line_bytes: int = 1024,
                  max_connections: int = 200, request_timeout_s: float = 3.0,
-                 command_timeout_s: float = 2.0) -> None:
+                 command_timeout_s: float = 2.0,
+                 authenticate: Callable[[AgiRequest], bool] | None = None) -> None:
         table = routes if isinstance(routes, Routes) else Routes(routes)
         for name, handler in table.items():
             _check_route(name, handler)
@@ -537,6 +547,9 @@ class FastAgiServer:
         self._max_connections = max_connections
         self._request_timeout_s = request_timeout_s
         self._command_timeout_s = command_timeout_s
+        self._authenticate = authenticate
+        self._unproven_logged_at: float | None = None
+        self._unproven_unlogged = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task] = set()
         self._stopping = False
@@ -634,6 +647,12 @@ class FastAgiServer:
                            peer, env.get("agi_uniqueid"), exc)
             await self._report(channel, "bad_request")
             return
+        if self._authenticate is not None and not self._authenticate(request):
+            # Not even an error variable: a forger learns nothing, and a real
+            # channel it names is not touched.
+            self.stats.unproven += 1
+            self._log_unproven(peer, request)
+            return
         handler = self._routes.get(request.script)
         if handler is None:
             self.stats.unknown_routes += 1
@@ -642,6 +661,18 @@ class FastAgiServer:
             await self._report(channel, "unknown_route")
             return
         await self._run_handler(handler, request, channel)
+
+    def _log_unproven(self, peer: str, request: AgiRequest) -> None:
+        now = time.monotonic()
+        if (self._unproven_logged_at is not None
+                and now - self._unproven_logged_at < UNPROVEN_LOG_EVERY_S):
+            self._unproven_unlogged += 1
+            return
+        more, self._unproven_unlogged, self._unproven_logged_at = self._unproven_unlogged, 0, now
+        # The route matched ROUTE_NAME_RE; the query (and the proof in it) is never logged.
+        logger.warning("FastAGI request from %r refused: no valid proof (route %r, uniqueid %r); "
+                       "%d more refused since the last such line", peer, request.script,
+                       (request.uniqueid or "")[:40], more)
 
     async def _run_handler(self, handler: Handler, request: AgiRequest,
                            channel: AgiChannel) -> None:

@@ -14,6 +14,7 @@ import pytest
 from dialplans.render import CONFIG_FILES, render_all, write_config
 from hotline.config import Ports
 from ivr import channel_vars
+from ivr.handlers import PROOF_PARAM
 from ivr.menu import Menu, load_menu
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -139,7 +140,9 @@ def _requests(rendered) -> list[tuple[str, "Line"]]:
 def test_every_request_goes_through_one_heartbeat_gated_agi_line_naming_the_call(rendered):
     agi = [line for line in rendered.lines() if line.app.startswith("AGI(")]
     assert len(agi) == 1 and agi[0].context == "hotline-agi"
-    assert agi[0].app.startswith(f"AGI(agi://127.0.0.1:{PORTS.agi}/${{ARG1}}?linkedid=${{CHANNEL(linkedid)}},")
+    assert agi[0].app.startswith(f"AGI(agi://127.0.0.1:{PORTS.agi}/${{ARG1}}?linkedid=${{CHANNEL(linkedid)}}"
+                                 f"&{PROOF_PARAM}=${{SHA1(")
+    assert ")}:${CHANNEL(linkedid)}:${ARG1})},${ARG2}," in agi[0].app
     wrapper = [line.app for line in rendered.lines() if line.context == "hotline-agi"]
     assert wrapper[0] == "Set(HOTLINE_OK=)"
     gate = next(i for i, app in enumerate(wrapper) if f"${{GLOBAL({channel_vars.HEARTBEAT})}}" in app)

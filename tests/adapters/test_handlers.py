@@ -12,7 +12,7 @@ import contextlib
 import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Mapping
 from zoneinfo import ZoneInfo
@@ -130,6 +130,7 @@ class Request:
     script: str | None = None  # the whole agi_network_script, replacing route + linkedid
     raw_env: bytes | None = None  # bytes sent instead of the environment built here
     respond: Callable[[str], str | None] = OK_REPLY
+    uniqueid: str = "1795633620.0"  # the channel's own: the caller's is the linkedid
 
     def environment(self, port: int) -> bytes:
         if self.raw_env is not None:
@@ -144,7 +145,7 @@ class Request:
             ("agi_channel", self.channel),
             ("agi_language", "en"),
             ("agi_type", "PJSIP"),
-            ("agi_uniqueid", "1795633620.0"),
+            ("agi_uniqueid", self.uniqueid),
             ("agi_version", "22.10.1+dfsg+~cs6.17.60671434-1"),
             ("agi_callerid", self.callerid),
             ("agi_calleridname", "unknown"),
@@ -351,9 +352,30 @@ def test_another_instance_adopts_a_call_it_never_saw_from_the_stored_case(hotlin
     assert [a.phone for a in case.attempts] == [PRIMARY.phone, BACKUP.phone]
 
 
-def test_a_call_unknown_everywhere_is_not_adopted_and_the_dialplan_falls_back(hotline):
-    (route,), stats = serve(hotline, Request("route", ["facial", "1"]), lookup=lambda linkedid: None)
-    assert not route.ok and stats.handler_failures == 1
+def test_a_request_about_an_unknown_call_from_another_leg_is_not_adopted(hotline):
+    # A surgeon's leg (or a queue member's Local channel) does not say who called:
+    # no case is made from it, and the dialplan falls back.
+    (accepted,), stats = serve(hotline, Request("accepted", ["1"], channel="PJSIP/surgeons-00000002",
+                                                uniqueid="1795633620.1"),
+                               lookup=lambda linkedid: None)
+    assert not accepted.ok and stats.handler_failures == 1
+    assert hotline.desk.calls == {} and hotline.sink.submitted == []
+
+
+def test_a_call_unknown_everywhere_is_adopted_from_the_callers_own_request(hotline):
+    # Issue 18 item 9: call_start went to a worker that hung; the one that replaced
+    # it hears of the call first at the menu. It opens the case from the request --
+    # the caller's number, and the start time Asterisk wrote into the linkedid --
+    # and serves the call from then on.
+    started = datetime.fromtimestamp(int(LINKEDID.split(".")[0]), timezone.utc)
+    hotline.clock.now = started + timedelta(seconds=9)
+    (menu, route), stats = serve(hotline, Request("menu", ["1"]), Request("route", ["facial", "1"]),
+                                 lookup=lambda linkedid: None)
+    assert menu.ok and route.ok and stats.handler_failures == 0
+    assert route.variables[V.TARGET] == PRIMARY.phone
+    case = hotline.desk.calls[LINKEDID].case
+    assert case.started_at == started and case.caller.raw_safe == CALLER
+    assert [m.choice for m in case.menu] == ["1"] and case.team == "facial"
 
 
 def test_partner_route_sends_the_partner_id(hotline):
