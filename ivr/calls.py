@@ -84,6 +84,10 @@ class Disagreement(CaseError):
     """
 
 
+# The case id of a call adopted without a stored case: "u" + its linkedid, the
+# recording's name in the dialplan until call_start names a case (extensions.conf.j2).
+UNSEEN_CASE_PREFIX = "u"
+
 # How many ended calls the desk remembers, so that a repeated `call_end`
 # changes nothing without asking the database (older ones: the stored case says).
 ENDED_MEMORY = 4096
@@ -296,8 +300,13 @@ class CallDesk:
         live = self.calls.get(linkedid)
         if live is not None:
             return live
+        # Named as the dialplan already named its recording (HOTLINE_FILE_ID,
+        # "u" + the caller's uniqueid, i.e. the linkedid) when call_start gave
+        # it no case id: the case writer finds the recording by case id, and a
+        # second adoption of the same call names the same case.
         case, blocked = open_call_case(
-            self.new_id(started_at), linkedid, caller_id, self.roster_source.partner_numbers(),
+            f"{UNSEEN_CASE_PREFIX}{linkedid}", linkedid, caller_id,
+            self.roster_source.partner_numbers(),
             self.network.blocked_numbers() if self.network is not None else frozenset(),
             started_at, self.menu.default_language)
         live = LiveCall(case=case, channel=channel, blocked=blocked, adopted=True,
