@@ -17,7 +17,9 @@ AMI misses some or all of a call. Asterisk's own records still hold it:
   bridges only after the surgeon pressed 1); an answered leg that pressed 2
   in the whisper declined; any other answered leg is a voicemail box that never
   pressed a key (no-answer, answered);
-- LINKEDID_END says the whole call is over.
+- LINKEDID_END says the whole call is over;
+- the keys the caller pressed at the menu are DTMF events of the caller's
+  channel in `hotline-menu`.
 
 Rules: a new case gets the id ``r-<linkedid>`` (so a second run finds it) and
 `fallback` (no AGI request ever reached the service, or it would have opened
@@ -26,7 +28,9 @@ after the end (open attempts, who hung up, the recording); one that lacks
 legs, or whose ringing attempt the service closed as cancelled at the hang-up
 without seeing it (a restart mid-call), is replayed through the transitions
 with what the records add. Other attempts the stored case holds are never
-rewritten. A call still going on, or
+rewritten. A stored case the service opened late (its call_start reached no
+worker: opened at a later request or at the hang-up) gets its start time, its
+team and the menu keys pressed before it from the records. A call still going on, or
 ended less than `settle_s` ago (the live service may still be writing it), is
 left alone. Reconciling twice changes nothing the second time.
 """
@@ -51,9 +55,14 @@ from routing.escalation import CHAIN, NURSE, AttemptOutcome, ChainStep
 INBOUND_CONTEXTS = frozenset({"hotline-callers"})
 FALLBACK_CONTEXTS = frozenset({"hotline-fallback", "hotline-mirror"})
 WHISPER_CONTEXT = "hotline-whisper"
+MENU_CONTEXT = "hotline-menu"
 VOICEMAIL_CONTEXT = "hotline-voicemail"
 SURGEON_LEG_PREFIX = "PJSIP/surgeons-"
 CASE_ID_PREFIX = "r-"
+
+# A stored case that began this much later than the caller's channel was
+# opened late: the service answers call_start right after Answer(), well within it.
+LATE_START_S = 2.0
 
 # Seconds a finished call is left to the live service before reconciliation
 # touches it, and after which a call with no LINKEDID_END counts as over
@@ -188,6 +197,10 @@ class Directory:
     partner_numbers: Mapping[str, int] = field(default_factory=dict)
     roster: Roster | None = None  # surgeons by phone, and their on-call role at the time
     language: str = "zh"
+    # A menu key -> the (choice, label) the service records for it (ivr/calls.py
+    # menu_choice), or None for a key not to be read back; keys not here are
+    # recorded as "invalid". Empty: menu keys are not read from the records.
+    menu_keys: Mapping[str, tuple[str, str] | None] = field(default_factory=dict)
 
     def step(self, phone: str, team: str | None, at: datetime) -> tuple[str, ChainStep]:
         """(kind, step) for a dialled number: the nurse line, a known surgeon, or a bare number."""
@@ -256,6 +269,7 @@ class CallRecord:
     last_at: datetime
     notes: list[str]
     ended_at: datetime | None = None  # decided by reconcile_call
+    menu_keys: list[tuple[str, datetime]] = field(default_factory=list)  # (digit, when) in hotline-menu
 
 
 def recording_paths(events: Iterable[CelEvent], linkedid: str) -> list[str]:
@@ -293,6 +307,7 @@ def read_call(linkedid: str, cdrs: Sequence[CdrRow], events: Sequence[CelEvent])
     fallback_context: str | None = None
     recording: str | None = None
     voicemail: tuple[str, datetime] | None = None
+    menu_keys: list[tuple[str, datetime]] = []
     for e in ordered:
         own = e.uniqueid == linkedid
         kind = e.eventtype
@@ -318,6 +333,10 @@ def read_call(linkedid: str, cdrs: Sequence[CdrRow], events: Sequence[CelEvent])
             elif kind == "HANGUP" and hangup_at is None:
                 hangup_at = e.at
                 hangup_by = _hangup_by(str(e.extra.get("hangupsource", "")), channel)
+            elif kind == "DTMF" and e.context == MENU_CONTEXT:
+                digit = str(e.extra.get("digit", ""))
+                if len(digit) == 1 and digit in "0123456789*#":
+                    menu_keys.append((digit, e.at))
         elif e.channel.startswith(SURGEON_LEG_PREFIX):
             leg = by_channel.get(e.channel)
             if kind == "CHAN_START" and leg is None:
@@ -363,7 +382,7 @@ def read_call(linkedid: str, cdrs: Sequence[CdrRow], events: Sequence[CelEvent])
         started_at=start.at, caller_raw=caller_raw, legs=[leg for leg in legs if leg.number],
         bridges=bridges, hangup_at=hangup_at, linkedid_end=ended_at, hangup_by=hangup_by,
         fallback_context=fallback_context, recording=recording, voicemail=voicemail,
-        last_at=ordered[-1].at, notes=notes,
+        last_at=ordered[-1].at, notes=notes, menu_keys=menu_keys,
     )
 
 
@@ -457,6 +476,8 @@ def reconcile_call(
         else:
             case = copy.deepcopy(stored)
             _complete(case, call, directory, changes)
+        if stored is not None:
+            _correct_late_start(case, stored, call, directory, changes)
         _attach_recording(case, call, recordings or {}, changes)
     except CaseError as exc:
         return Reconciled(linkedid, "error", None, note=f"not reconciled: {exc}")
@@ -477,12 +498,66 @@ def _new_case(call: CallRecord, directory: Directory, changes: list[str]) -> Cas
     changes.append(f"new case {case.case_id}: caller {caller.raw_safe or '-'} "
                    f"[{caller.caller_class.value}], started {_iso(call.started_at)}; "
                    f"no request reached the service: fallback{where}")
+    for choice, label, at in _menu_path(call, directory):
+        lifecycle.record_menu(case, at, choice, label)
+        changes.append(f"menu {choice} ({label}) at {_iso(at)}")
     team = next((leg.team for leg in call.legs if leg.team), None)
     if team:
         lifecycle.set_team(case, call.started_at, team)
         changes.append(f"team {team}")
     _complete(case, call, directory, changes)
     return case
+
+
+def _menu_path(call: CallRecord, directory: Directory) -> list[tuple[str, str, datetime]]:
+    """(choice, label, when) of each key the caller pressed at the menu, as the
+    service would have recorded it; none without the menu's keys."""
+    if not directory.menu_keys:
+        return []
+    path = []
+    for digit, at in call.menu_keys:
+        choice = directory.menu_keys.get(digit, ("invalid", "invalid"))
+        if choice is not None:
+            path.append((*choice, at))
+    return path
+
+
+def _correct_late_start(case: Case, stored: Case, call: CallRecord, directory: Directory,
+                        changes: list[str]) -> None:
+    """A case the service opened after the call began (its call_start reached no
+    worker), or that holds no menu event though the caller pressed keys: the
+    start time, the team and the menu keys the service never heard, from the records.
+
+    A correction of the record rather than a transition (the lifecycle adds
+    nothing to an ended case), so it is done here and counted as one revision.
+    """
+    late = (stored.started_at - call.started_at).total_seconds() > LATE_START_S
+    # Every menu key reaches the service as a menu event: none stored, yet keys
+    # in the records, means the menu went to no worker either.
+    unheard_menu = not stored.menu and bool(_menu_path(call, directory))
+    if not late and not unheard_menu:
+        return
+    before = len(changes)
+    if late:
+        changes.append(f"started {_iso(call.started_at)}, not {_iso(stored.started_at)}: "
+                       f"the service heard of the call late")
+        case.started_at = call.started_at
+    if case.team is None:
+        team = next((leg.team for leg in call.legs if leg.team), None)
+        if team:
+            case.team = team
+            changes.append(f"team {team}")
+    # Keys pressed before the first the service recorded itself (it records
+    # a key a moment after Asterisk saw it).
+    first = min((event.at for event in case.menu), default=None)
+    missed = [lifecycle.MenuEvent(at=at, choice=choice, label=label)
+              for choice, label, at in _menu_path(call, directory)
+              if first is None or at < first - timedelta(seconds=1)]
+    if missed:
+        case.menu[:0] = missed
+        changes.extend(f"menu {e.choice} ({e.label}) at {_iso(e.at)}" for e in missed)
+    if len(changes) > before:
+        case.revision += 1
 
 
 def _missing_legs(stored: Case, call: CallRecord) -> bool:

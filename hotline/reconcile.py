@@ -278,13 +278,22 @@ def build_reconciler(config, engine, clock: Callable[[], datetime] = utcnow,
     from db.repo import CaseRepository, RosterRepository
     from ivr.menu import load_menu
 
+    from ivr.calls import menu_choice, menu_teams
+
     menu = load_menu(config.menu_file)
     rosters = RosterRepository(engine)
+    # A key read from CEL is recorded as the service records it; the "call me
+    # back" key is left out: from the records alone it must not open a task.
+    menu_keys: dict[str, tuple[str, str] | None] = {key: menu_choice(menu, key) for key in menu_teams(menu)}
+    menu_keys[menu.english_key] = menu_choice(menu, "english")
+    if menu.callback_key:
+        menu_keys[menu.callback_key] = None
 
     def directory(start: datetime, end: datetime) -> Directory:
         return Directory(nurse_phone=menu.duty_nurse_number,
                          partner_numbers=rosters.partner_numbers(),
-                         roster=rosters.load(start, end), language=menu.default_language)
+                         roster=rosters.load(start, end), language=menu.default_language,
+                         menu_keys=menu_keys)
 
     # Every node this service serves whose log dir this host can read.
     log_dirs = [Path(node.log_dir) for node in config.nodes() if node.log_dir]

@@ -440,8 +440,9 @@ def test_stored_case_ended_without_its_legs_is_replayed():
     result = run(call.cel, stored=stored, dir=directory(roster=roster()))
     case = result.case
     assert result.status == "updated" and case.revision > 7
+    # The start is Asterisk's (issue 18 item 9): the service opened the case at the hang-up.
     assert (case.case_id, case.started_at, case.ended_at, case.hangup_by) == (
-        stored.case_id, stored.started_at, stored.ended_at, "caller")
+        stored.case_id, call.at(0), stored.ended_at, "caller")
     assert [(a.phone, a.outcome) for a in case.attempts] == [
         ("13700000101", A.NO_ANSWER), ("13700000102", A.ACCEPTED)]
     assert case.connected_seq == 2 and case.fallback
@@ -555,3 +556,64 @@ def test_calls_that_are_not_to_the_hotline_are_ignored():
     assert run([r for r in call.cel if r["eventtype"] != "CHAN_START"],
                linkedid=call.linkedid).status == "ignored"
 
+
+
+# -- issue 18 item 9: a case the service heard of late ------------------------------------
+MENU_KEYS = {"1": ("1", "facial"), "2": ("2", "replant"), "0": ("0", "nurse"), "9": ("9", "english")}
+
+
+def test_a_case_opened_at_the_hang_up_gets_its_start_team_and_menu_keys_from_the_records():
+    """call_start and the menu reached no worker; the mirror rang facial; the
+    service heard of the call only at the hang-up and opened the case then."""
+    call = CallRows(dial_context="hotline-mirror")
+    call.event("DTMF", 2.5, context="hotline-menu", app="Read", extra='{"digit":"1","duration_ms":120}')
+    call.leg("13700000101", 5, "accept", talk=3)
+    call.hangup(12)
+    stored = lifecycle.open_case("u" + call.linkedid, call.linkedid, classify(call.caller, {}), call.at(12.1))
+    lifecycle.mark_fallback(stored, call.at(12.1))
+    lifecycle.mark_ended(stored, call.at(12.1), "caller")
+    stored.revision = 3
+    result = run(call.cel, stored=stored, dir=directory(roster=roster(), menu_keys=MENU_KEYS))
+    case = result.case
+    assert result.status == "updated" and case.revision > 3
+    assert case.started_at == call.at(0) and case.team == "facial"
+    assert [(m.choice, m.label, m.at) for m in case.menu] == [("1", "facial", call.at(2.5))]
+    assert [(a.phone, a.outcome) for a in case.attempts] == [("13700000101", A.ACCEPTED)]
+    assert any("heard of the call late" in c for c in result.changes)
+    assert run(call.cel, stored=case, dir=directory(roster=roster(), menu_keys=MENU_KEYS)).status == "unchanged"
+
+
+def test_keys_before_the_service_heard_of_the_call_are_added_ahead_of_its_own():
+    """Adopted at the second menu (English, then facial): the first key is added, the second kept."""
+    call = CallRows()
+    call.event("DTMF", 2.0, context="hotline-menu", app="Read", extra='{"digit":"9","duration_ms":120}')
+    call.event("DTMF", 6.0, context="hotline-menu", app="Read", extra='{"digit":"1","duration_ms":120}')
+    call.leg("13700000101", 8, "accept", talk=2)
+    call.hangup(14)
+    stored = lifecycle.open_case("u" + call.linkedid, call.linkedid, classify(call.caller, {}), call.at(5.5))
+    lifecycle.record_menu(stored, call.at(6.3), "1", "facial")
+    lifecycle.set_team(stored, call.at(6.4), "facial")
+    lifecycle.start_attempt(stored, call.at(8.0), 1, "chain",
+                            ChainStep(1, "甲", "13700000101", "primary", 6))
+    lifecycle.mark_connected(stored, call.at(10.8), 1)
+    lifecycle.mark_ended(stored, call.at(14.0), "caller")
+    result = run(call.cel, stored=stored, dir=directory(menu_keys=MENU_KEYS))
+    case = result.case
+    assert result.status == "updated" and case.started_at == call.at(0)
+    assert [(m.choice, m.label) for m in case.menu] == [("9", "english"), ("1", "facial")]
+
+
+def test_a_case_the_service_served_from_the_start_is_not_corrected():
+    call = CallRows()
+    call.event("DTMF", 2.0, context="hotline-menu", app="Read", extra='{"digit":"1","duration_ms":120}')
+    call.leg("13700000101", 4, "accept", talk=2)
+    call.hangup(10)
+    stored = lifecycle.open_case("C-1", call.linkedid, classify(call.caller, {}), call.at(0.4))
+    lifecycle.record_menu(stored, call.at(2.3), "1", "facial")
+    lifecycle.set_team(stored, call.at(2.4), "facial")
+    lifecycle.start_attempt(stored, call.at(4.0), 1, "chain",
+                            ChainStep(1, "甲", "13700000101", "primary", 6))
+    lifecycle.mark_connected(stored, call.at(6.8), 1)
+    lifecycle.mark_ended(stored, call.at(10.0), "caller")
+    result = run(call.cel, stored=stored, dir=directory(menu_keys=MENU_KEYS))
+    assert result.status == "unchanged", result.changes
