@@ -762,3 +762,36 @@ def test_port_before_start_is_an_error():
     server = FastAgiServer({"call_start": _noop}, port=0)
     with pytest.raises(RuntimeError):
         _ = server.port
+
+
+# -- issue 18 item 2: a request must prove it comes from this instance's dialplan ---------
+
+def test_a_request_without_proof_runs_no_handler_is_told_nothing_and_is_logged_once(caplog):
+    ran: list[str] = []
+
+    async def handler(request, channel):
+        ran.append(request.script)
+        await channel.set_variable("HOTLINE_OK", "1")
+
+    def authentic(request) -> bool:
+        return request.query.get("proof") == "good"
+
+    async def scenario():
+        async with FastAgiServer({"route": handler, "call_start": handler}, port=0,
+                                 authenticate=authentic) as server:
+            said = []
+            for script in ("route?linkedid=1.1", "route?linkedid=1.1&proof=bad",
+                           "no_such_route?proof=bad", "call_start?linkedid=1.1&proof=good"):
+                fake = FakeAsterisk(server.port, env=recorded_env(script),
+                                    respond=lambda cmd: "200 result=1\n")
+                said.append(await fake.run())
+            return said, server
+
+    with caplog.at_level(logging.WARNING, logger="ivr.fastagi"):
+        said, server = run(scenario())
+    assert said == [[], [], [], ['SET VARIABLE HOTLINE_OK "1"']]
+    assert ran == ["call_start"]
+    assert server.stats.unproven == 3 and server.stats.unknown_routes == 0
+    lines = [r.getMessage() for r in caplog.records if "no valid proof" in r.getMessage()]
+    assert len(lines) == 1 and "'127.0.0.1'" in lines[0]
+    assert "bad" not in lines[0]  # nothing of the query, where the proof travels

@@ -585,3 +585,62 @@ def test_concurrent_calls_are_kept_apart(hotline):
     assert all(s.ok for s in starts) and all(r.variables[V.ATTEMPT] == "1" for r in routes)
     assert len({s.variables[V.CASE_ID] for s in starts}) == 20
     assert set(hotline.desk.calls) == set(ids)
+
+
+# --- issue 18 item 2: the proof, and requests the desk disagrees with ---------------------
+
+def test_the_proof_is_the_dialplans_sha1_and_is_checked_against_route_and_call():
+    import hashlib
+
+    from ivr.fastagi import AgiRequest
+    from ivr.handlers import ProofCheck, request_proof
+
+    key = "k" * 32
+    assert request_proof(key, LINKEDID, "menu") == hashlib.sha1(
+        f"{key}:{LINKEDID}:menu".encode()).hexdigest()
+    check = ProofCheck(key)
+
+    def request(script: str) -> AgiRequest:
+        return AgiRequest.from_env({"agi_network_script": script})
+
+    good = request_proof(key, LINKEDID, "menu")
+    assert check(request(f"menu?linkedid={LINKEDID}&proof={good}"))
+    assert not check(request(f"route?linkedid={LINKEDID}&proof={good}"))
+    assert not check(request(f"menu?linkedid={OTHER}&proof={good}"))
+    assert not check(request(f"menu?linkedid={LINKEDID}"))
+    assert not check(request(f"menu?linkedid={LINKEDID}&proof=%E4%B8%AD"))
+    assert key not in repr(check)
+    with pytest.raises(ValueError):
+        ProofCheck("")
+
+
+def test_an_accept_for_an_attempt_not_ringing_changes_nothing(hotline):
+    sessions, stats = serve(
+        hotline, Request("call_start"), Request("route", ["facial", "1"]),
+        Request("accepted", ["2"]),  # never ordered
+        Request("attempt_ended", ["1", "NOANSWER", "", "", "20"]),
+        Request("accepted", ["1"]),  # rang out already
+        Request("attempt_ended", ["1", "NOANSWER", "", "", "20"]))  # not the ringing one
+    assert [s.ok for s in sessions] == [True, True, False, True, False, False]
+    case = hotline.desk.calls[LINKEDID].case
+    assert case.connected_seq is None
+    assert [(a.seq, a.outcome) for a in case.attempts] == [(1, AttemptOutcome.NO_ANSWER), (2, None)]
+
+
+def test_a_call_end_for_an_ended_call_changes_nothing(hotline):
+    voicemail = str(hotline.recordings / "C-0001-voicemail.wav")
+    sessions, _ = serve(hotline, Request("call_start"), Request("call_end", call_end_args()),
+                        Request("call_end", call_end_args(voicemail=voicemail, fallback="1")))
+    assert all(s.ok for s in sessions)
+    finals = [case for case, final in hotline.sink.submitted if final]
+    assert len(finals) == 1 and finals[0].voicemail_path is None and not finals[0].fallback
+
+
+def test_a_call_end_for_a_call_another_instance_ended_changes_nothing(hotline):
+    serve(hotline, Request("call_start"), Request("call_end", call_end_args()))
+    ended = copy.deepcopy(hotline.sink.submitted[-1][0])
+    second = CallDesk(load_menu(MENU_FILE), FakeRoster(build_roster(), {}), RecordingSink())
+    other = Hotline(second, second.sink, hotline.clock, hotline.recordings)
+    (end,), _ = serve(other, Request("call_end", call_end_args(fallback="1")),
+                      lookup=lambda linkedid: copy.deepcopy(ended))
+    assert end.ok and second.sink.submitted == [] and LINKEDID in second.ended
