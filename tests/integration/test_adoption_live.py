@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -75,3 +76,50 @@ def test_a_call_whose_start_went_to_a_hung_worker_is_adopted_by_the_next(broken:
     log = tail.new()
     assert "its start reached no service worker" in log
     assert "UnknownCall" not in log
+
+
+def kill_service(line: Hotline) -> None:
+    """SIGKILL the whole service, watchdog and worker: a crash, no clean-up."""
+    for pid in (instance.service_pid(line.config), instance.worker_pid(line.config)):
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_reconciliation_gives_a_case_adopted_at_the_hang_up_its_team_and_menu(broken: Hotline):
+    """The service is gone from the answer to the first ring (the mirror routes the
+    call) and back for the hang-up, which adopts the call. Its case then holds no
+    team and no menu path; reconciliation reads both from Asterisk's CEL."""
+    from db.repo import CaseRepository
+    from db.session import make_engine
+    from hotline.reconcile import build_reconciler
+
+    caller = "13611110192"
+    restarted = threading.Event()
+
+    def restart() -> None:
+        instance.start_service(broken.config, env=broken.env)
+        restarted.set()
+
+    def hook(event: str) -> None:
+        if event == "answered":
+            kill_service(broken)
+        elif event == f"ring:{REPLANT_PRIMARY}":
+            threading.Thread(target=restart, daemon=True).start()
+
+    result, since = broken.call(caller, press="2", surgeons="accept", talk_s=8, hook=hook)
+    assert restarted.wait(20) and result.bridged_to == REPLANT_PRIMARY
+    case = broken.case_for(caller, since)
+    assert case.case_id == f"u{case.linkedid}" and case.fallback  # adopted at the hang-up
+    assert broken.wait_no_channels() == 0
+    engine = make_engine(broken.config.db_url)
+    try:
+        report = build_reconciler(broken.config, engine, settle_s=0).run(
+            since - timedelta(seconds=5), datetime.now(timezone.utc) + timedelta(seconds=1))
+        assert report.errors == [], report.lines()
+        fixed = CaseRepository(engine).get_by_linkedid(case.linkedid)
+    finally:
+        engine.dispose()
+    assert fixed.case_id == case.case_id
+    assert since - timedelta(seconds=2) <= fixed.started_at <= since + timedelta(seconds=5)
+    assert fixed.team == "replant" and [(m.choice, m.label) for m in fixed.menu] == [("2", "replant")]
+    assert [a.phone for a in fixed.attempts] == [REPLANT_PRIMARY]
