@@ -6,6 +6,7 @@ from typing import Iterator
 import pytest
 
 from conftest_support import PORTS, Hotline, running_hotline
+from hotline import instance
 
 
 @pytest.fixture(scope="session")
@@ -20,3 +21,12 @@ def line(hotline: Hotline) -> Iterator[Hotline]:
     (hotline.workdir).mkdir(parents=True, exist_ok=True)
     yield hotline
     assert hotline.wait_no_channels() == 0, "channels left in Asterisk after the call"
+
+
+@pytest.fixture
+def broken(line: Hotline) -> Iterator[Hotline]:
+    """The hotline for a test that breaks the service; it is whole again afterwards."""
+    line.wait_mirror()
+    yield line
+    instance.stop_service(line.config)
+    instance.start_service(line.config, env=line.env)

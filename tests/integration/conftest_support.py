@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import tempfile
 import time
@@ -159,6 +160,13 @@ class Hotline:
     def restart_service(self, env: dict[str, str] | None = None) -> None:
         instance.stop_service(self.config)
         instance.start_service(self.config, env=env or self.env)
+
+
+def kill_service(line: Hotline) -> None:
+    """SIGKILL the whole service, watchdog and worker: a crash, no clean-up."""
+    for pid in (instance.service_pid(line.config), instance.worker_pid(line.config)):
+        if pid:
+            os.kill(pid, signal.SIGKILL)
 
 
 # -- one sandboxed hotline for a session (the integration and the attack suites) ----

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from conftest_support import Hotline, LogTail, asterisk_globals
+from conftest_support import Hotline, LogTail, asterisk_globals, kill_service
 from hotline import instance
 from ivr.channel_vars import HEARTBEAT
 
@@ -30,15 +30,6 @@ def heartbeat_fresh(line: Hotline, within_s: int = 2) -> bool:
     """Whether the service's heartbeat global in Asterisk is fresh (the dialplan asks it)."""
     value = asterisk_globals(line.config).get(HEARTBEAT, "0")
     return value.isdigit() and time.time() - int(value) <= within_s
-
-
-@pytest.fixture
-def broken(line: Hotline):
-    """The hotline for a test that breaks the service; it is whole again afterwards."""
-    line.wait_mirror()
-    yield line
-    instance.stop_service(line.config)
-    instance.start_service(line.config, env=line.env)
 
 
 def test_a_call_whose_start_went_to_a_hung_worker_is_adopted_by_the_next(broken: Hotline):
@@ -76,13 +67,6 @@ def test_a_call_whose_start_went_to_a_hung_worker_is_adopted_by_the_next(broken:
     log = tail.new()
     assert "its start reached no service worker" in log
     assert "UnknownCall" not in log
-
-
-def kill_service(line: Hotline) -> None:
-    """SIGKILL the whole service, watchdog and worker: a crash, no clean-up."""
-    for pid in (instance.service_pid(line.config), instance.worker_pid(line.config)):
-        if pid:
-            os.kill(pid, signal.SIGKILL)
 
 
 def test_reconciliation_gives_a_case_adopted_at_the_hang_up_its_team_and_menu(broken: Hotline):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest_support import NURSE, Hotline, asterisk_globals, mirrored_chains
+from conftest_support import NURSE, Hotline, asterisk_globals, kill_service, mirrored_chains
 from hotline import instance
 from ivr.channel_vars import HEARTBEAT
 from testphones.baresip import BaresipPhone, PhoneAccount
@@ -28,22 +28,6 @@ REPLANT_PRIMARY, REPLANT_BACKUP = "13700000201", "13700000202"
 # From the hotline answering to the first surgeon phone ringing, with the test
 # menu's short prompts: greeting + key + consent + any stall detection.
 TIME_TO_A_RING_S = 15.0
-
-
-def kill_service(line: Hotline) -> None:
-    """SIGKILL the whole service, watchdog and worker: a crash, no clean-up."""
-    for pid in (instance.service_pid(line.config), instance.worker_pid(line.config)):
-        if pid:
-            os.kill(pid, signal.SIGKILL)
-
-
-@pytest.fixture
-def broken(line: Hotline):
-    """The hotline for a test that breaks the service; it is whole again afterwards."""
-    line.wait_mirror()
-    yield line
-    instance.stop_service(line.config)
-    instance.start_service(line.config, env=line.env)
 
 
 def first_ring_after_answer(result) -> float:

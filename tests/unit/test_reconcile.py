@@ -583,20 +583,27 @@ def test_a_case_opened_at_the_hang_up_gets_its_start_team_and_menu_keys_from_the
     assert run(call.cel, stored=case, dir=directory(roster=roster(), menu_keys=MENU_KEYS)).status == "unchanged"
 
 
+def served_facial_call(call: CallRows, opened: float, key: float):
+    """The rest of `call` (key 1 at `key` s, the primary accepts) and the case the
+    service stored of it, opened `opened` s after the caller's channel."""
+    call.event("DTMF", key, context="hotline-menu", app="Read", extra='{"digit":"1","duration_ms":120}')
+    call.leg("13700000101", key + 2, "accept", talk=2)
+    call.hangup(key + 8)
+    stored = lifecycle.open_case("u" + call.linkedid, call.linkedid, classify(call.caller, {}), call.at(opened))
+    lifecycle.record_menu(stored, call.at(key + 0.3), "1", "facial")
+    lifecycle.set_team(stored, call.at(key + 0.4), "facial")
+    lifecycle.start_attempt(stored, call.at(key + 2), 1, "chain",
+                            ChainStep(1, "甲", "13700000101", "primary", 6))
+    lifecycle.mark_connected(stored, call.at(key + 4.8), 1)
+    lifecycle.mark_ended(stored, call.at(key + 8), "caller")
+    return call, stored
+
+
 def test_keys_before_the_service_heard_of_the_call_are_added_ahead_of_its_own():
     """Adopted at the second menu (English, then facial): the first key is added, the second kept."""
     call = CallRows()
     call.event("DTMF", 2.0, context="hotline-menu", app="Read", extra='{"digit":"9","duration_ms":120}')
-    call.event("DTMF", 6.0, context="hotline-menu", app="Read", extra='{"digit":"1","duration_ms":120}')
-    call.leg("13700000101", 8, "accept", talk=2)
-    call.hangup(14)
-    stored = lifecycle.open_case("u" + call.linkedid, call.linkedid, classify(call.caller, {}), call.at(5.5))
-    lifecycle.record_menu(stored, call.at(6.3), "1", "facial")
-    lifecycle.set_team(stored, call.at(6.4), "facial")
-    lifecycle.start_attempt(stored, call.at(8.0), 1, "chain",
-                            ChainStep(1, "甲", "13700000101", "primary", 6))
-    lifecycle.mark_connected(stored, call.at(10.8), 1)
-    lifecycle.mark_ended(stored, call.at(14.0), "caller")
+    call, stored = served_facial_call(call, opened=5.5, key=6.0)
     result = run(call.cel, stored=stored, dir=directory(menu_keys=MENU_KEYS))
     case = result.case
     assert result.status == "updated" and case.started_at == call.at(0)
@@ -604,16 +611,6 @@ def test_keys_before_the_service_heard_of_the_call_are_added_ahead_of_its_own():
 
 
 def test_a_case_the_service_served_from_the_start_is_not_corrected():
-    call = CallRows()
-    call.event("DTMF", 2.0, context="hotline-menu", app="Read", extra='{"digit":"1","duration_ms":120}')
-    call.leg("13700000101", 4, "accept", talk=2)
-    call.hangup(10)
-    stored = lifecycle.open_case("C-1", call.linkedid, classify(call.caller, {}), call.at(0.4))
-    lifecycle.record_menu(stored, call.at(2.3), "1", "facial")
-    lifecycle.set_team(stored, call.at(2.4), "facial")
-    lifecycle.start_attempt(stored, call.at(4.0), 1, "chain",
-                            ChainStep(1, "甲", "13700000101", "primary", 6))
-    lifecycle.mark_connected(stored, call.at(6.8), 1)
-    lifecycle.mark_ended(stored, call.at(10.0), "caller")
+    call, stored = served_facial_call(CallRows(), opened=0.4, key=2.0)
     result = run(call.cel, stored=stored, dir=directory(menu_keys=MENU_KEYS))
     assert result.status == "unchanged", result.changes
