@@ -19,6 +19,7 @@ from cases.lifecycle import Case, CaseError
 from ivr.calls import (
     CallDesk,
     CallEnd,
+    Disagreement,
     Instruction,
     UnknownCall,
     attempt_result,
@@ -506,7 +507,8 @@ def test_accept_of_an_attempt_that_never_started_is_refused(desk):
 def test_attempt_end_for_an_unknown_seq_changes_nothing_recorded(desk):
     start(desk)
     desk.route(LINKEDID, "facial", "1", s(5))
-    desk.attempt_ended(LINKEDID, 7, "BUSY", "", None, 1, s(6))
+    with pytest.raises(Disagreement):  # issue 18: refused, not answered with a next ring
+        desk.attempt_ended(LINKEDID, 7, "BUSY", "", None, 1, s(6))
     assert desk.calls[LINKEDID].case.attempts[0].outcome is None
 
 
