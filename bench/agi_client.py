@@ -6,7 +6,10 @@ reaches a surgeon who presses 1 (dialplans/templates/extensions.conf.j2):
 leg), `call_end ...` (the hangup handler) -- each over its own connection, with
 the environment res_agi writes (agi_network_script, ten `agi_arg_N`, because
 `[hotline-agi]` always passes ARG2..ARG11). Every command the service sends is
-answered `200 result=1`, as Asterisk does for SET VARIABLE.
+answered `200 result=1`, as Asterisk does for SET VARIABLE. Each request
+carries the proof the dialplan computes (`ivr/handlers.py` `request_proof`)
+from the instance's FastAGI key (`--key-file`, instance_dir/agi.secret): the
+service refuses a request without it.
 
 Like MixMonitor, the client leaves a short WAV at `<recordings>/<case id>.wav`
 after the `route` answer (given `--recordings`): without it the service's case
@@ -17,7 +20,8 @@ A request's round trip is from connect() to the service closing the socket:
 what the channel waits in AGI(). A request counts as failed unless the
 service set HOTLINE_OK=1 (and `route` answered `dial`).
 
-    .venv/bin/python bench/agi_client.py --port 31073 --concurrency 100 --requests 2000
+    .venv/bin/python bench/agi_client.py --port 31073 --key-file var/asterisk/bench/agi.secret \
+        --concurrency 100 --requests 2000
 """
 from __future__ import annotations
 
@@ -35,16 +39,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.stats import ms, percentile  # noqa: E402
+from ivr.handlers import request_proof  # noqa: E402
 
 
 def agi_environment(route: str, linkedid: str, args: list[str], *, channel: str,
-                    caller: str, uniqueid: str) -> bytes:
-    """The environment res_agi sends for `AGI(agi://host/<route>?linkedid=...,args...)`."""
+                    caller: str, uniqueid: str, key: str) -> bytes:
+    """The environment res_agi sends for `AGI(agi://host/<route>?linkedid=...&proof=...,args...)`."""
     padded = (args + [""] * 10)[:10]
+    script = f"{route}?linkedid={linkedid}&proof={request_proof(key, linkedid, route)}"
     lines = [
         "agi_network: yes",
-        f"agi_network_script: {route}?linkedid={linkedid}",
-        f"agi_request: agi://127.0.0.1/{route}?linkedid={linkedid}",
+        f"agi_network_script: {script}",
+        f"agi_request: agi://127.0.0.1/{script}",
         f"agi_channel: {channel}",
         "agi_language: en",
         "agi_type: PJSIP",
@@ -93,14 +99,15 @@ class Results:
 
 
 async def request(port: int, route: str, linkedid: str, args: list[str], *, channel: str,
-                  caller: str, uniqueid: str, timeout: float = 10.0) -> tuple[float, dict[str, str]]:
+                  caller: str, uniqueid: str, key: str,
+                  timeout: float = 10.0) -> tuple[float, dict[str, str]]:
     """One FastAGI request; its round trip and the variables the service set."""
     began = time.perf_counter()
     reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
     variables: dict[str, str] = {}
     try:
         writer.write(agi_environment(route, linkedid, args, channel=channel, caller=caller,
-                                     uniqueid=uniqueid))
+                                     uniqueid=uniqueid, key=key))
         while True:
             line = await asyncio.wait_for(reader.readline(), timeout)
             if not line:
@@ -148,7 +155,7 @@ def leave_recording(recordings: Path, case_id: str, seconds: float = 1.0) -> Non
 
 
 async def one_call(port: int, ids: Caller, results: Results, gap_s: float,
-                   rng: random.Random, recordings: Path | None = None) -> int:
+                   rng: random.Random, recordings: Path | None = None, *, key: str) -> int:
     """The requests of one call that reaches a surgeon; how many were sent."""
     linkedid, caller, n = ids.next()
     caller_chan = f"PJSIP/caller-info-{n:08x}"
@@ -167,7 +174,7 @@ async def one_call(port: int, ids: Caller, results: Results, gap_s: float,
             await asyncio.sleep(rng.uniform(0, 2 * gap_s))
         try:
             seconds, variables = await request(port, route, linkedid, args, channel=channel,
-                                               caller=caller, uniqueid=linkedid)
+                                               caller=caller, uniqueid=linkedid, key=key)
         except (OSError, asyncio.TimeoutError) as exc:
             results.fail(f"{route}: {type(exc).__name__}")
             return sent + 1
@@ -187,7 +194,7 @@ async def one_call(port: int, ids: Caller, results: Results, gap_s: float,
 
 async def run(port: int, concurrency: int, requests: int, gap_s: float = 0.0,
               duration_s: float | None = None, seed: int = 96608,
-              recordings: Path | None = None) -> Results:
+              recordings: Path | None = None, *, key: str) -> Results:
     """`concurrency` calls at once, each followed by the next, until `requests` or `duration_s`."""
     ids, results = Caller(seed), Results()
     rng = random.Random(seed)
@@ -197,7 +204,7 @@ async def run(port: int, concurrency: int, requests: int, gap_s: float = 0.0,
     async def lane() -> None:
         nonlocal sent
         while (sent < requests) if deadline is None else (time.monotonic() < deadline):
-            made = await one_call(port, ids, results, gap_s, rng, recordings)
+            made = await one_call(port, ids, results, gap_s, rng, recordings, key=key)
             sent += made  # not `sent += await ...`: that reads `sent` before the await
 
     await asyncio.gather(*(lane() for _ in range(concurrency)))
@@ -229,10 +236,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration-s", type=float, help="run this long instead of --requests")
     parser.add_argument("--recordings", type=Path,
                         help="the instance's recordings dir: leave a WAV per call as MixMonitor does")
+    parser.add_argument("--key-file", type=Path, required=True,
+                        help="the instance's FastAGI key (instance_dir/agi.secret)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args(argv)
     results = asyncio.run(run(args.port, args.concurrency, args.requests, args.gap_ms / 1000,
-                              args.duration_s, recordings=args.recordings))
+                              args.duration_s, recordings=args.recordings,
+                              key=args.key_file.read_text().strip()))
     out = summary(results)
     print(json.dumps(out) if args.json else out)
     return 0

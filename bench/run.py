@@ -96,7 +96,8 @@ def agi_latency(the_rig: rig.Rig, plan: dict, label: str) -> list[dict]:
                 spy = profile.record(the_rig.worker_pid(), duration, raw)
             result = asyncio.run(agi_client.run(the_rig.agi_port, concurrency, requests, gap,
                                                 duration, seed=rep,
-                                                recordings=the_rig.config.recordings_dir))
+                                                recordings=the_rig.config.recordings_dir,
+                                                key=the_rig.config.agi_secret()))
             runs.append(agi_client.summary(result))
             if spy is not None:
                 spy.communicate()

@@ -14,6 +14,7 @@ from bench.stats import (
     table,
 )
 from ivr.fastagi import AgiRequest, parse_env_line
+from ivr.handlers import ProofCheck
 
 
 @pytest.mark.parametrize(("samples", "q", "expected"), [
@@ -85,12 +86,13 @@ def test_a_cut_stat_line_is_skipped():
 def test_the_played_agi_environment_reads_as_the_dialplan_request():
     env_bytes = agi_environment("route", "1796125837.42", ["replant", "2"],
                                 channel="PJSIP/caller-info-00000001", caller="13900000001",
-                                uniqueid="1796125837.42")
+                                uniqueid="1796125837.42", key="k" * 32)
     assert env_bytes.endswith(b"\n\n")
     env = dict(parse_env_line(line) for line in env_bytes.split(b"\n") if line)
     request = AgiRequest.from_env(env)
     assert request.script == "route"
     assert request.query["linkedid"] == "1796125837.42"
+    assert ProofCheck("k" * 32)(request)  # the service would take it for the dialplan's
     # [hotline-agi] always passes ARG2..ARG11: ten arguments, the unused ones empty.
     assert request.args == ["replant", "2"] + [""] * 8
 
