@@ -513,12 +513,13 @@ UNPROVEN_LOG_EVERY_S = 10.0
 class FastAgiServer:
     """A FastAGI server for an explicit route table, bounded in every dimension a peer controls.
 
-    Peers not in ``allowed_peers`` are closed before a byte is read (FastAGI has
+    Peers not in ``allowed_peers`` are closed before a byte is read. FastAGI has
     no authentication of its own, and an address cannot tell Asterisk from any
-    other local process): ``authenticate(request)`` must then hold, or the
-    connection is closed without a word and no handler runs. The environment must arrive whole within
-    ``env_timeout_s``; a handler runs at most ``request_timeout_s`` and each of
-    its commands at most ``command_timeout_s``. A failure ends that connection only.
+    other local process: ``authenticate(request)`` must also hold, or the
+    connection is closed without a word and no handler runs. The environment
+    must arrive whole within ``env_timeout_s``; a handler runs at most
+    ``request_timeout_s`` and each of its commands at most ``command_timeout_s``.
+    A failure ends that connection only.
     """
 
     def __init__(self, routes: Mapping[str, Handler], host: str = "127.0.0.1", port: int = 4573,
