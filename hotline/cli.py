@@ -469,6 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Everything an instance writes (the database and its -wal/-shm, logs,
+    # secrets, recordings, exports) is for its own user only (docs/privacy.md).
+    os.umask(0o077)
     parser = build_parser()
     args = parser.parse_args(argv)
     missing = cli_roster.check_required(args) or cli_users.check(args)

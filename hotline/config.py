@@ -84,8 +84,9 @@ class HotlineConfig:
     # against it, so behind a reverse proxy it must be the proxy's URL.
     twilio_public_url: str = ""
     # The key ring that seals recordings and case notes (vault/, docs/privacy.md);
-    # empty: instance_dir/data.key, generated on first use. Keep it off the
-    # database host's backups, or the backups are readable.
+    # empty: <var_dir>-keys/<instance>/data.key, generated on first use -- beside
+    # the runtime dir, never inside it: Asterisk bind-mounts var_dir and backups
+    # take it whole. Keep it off the database host's backups too.
     data_key_file: str = ""
     # Asterisk's full.log (verbose dialplan trace, DTMF): it holds callers'
     # numbers and keys, so only for tests and debugging (HOTLINE_ASTERISK_FULL_LOG=1).
@@ -169,13 +170,28 @@ class HotlineConfig:
 
     @property
     def data_key_path(self) -> Path:
+        """The key ring: HOTLINE_DATA_KEY_FILE, else `<var_dir>-keys/<instance>/data.key`."""
         return Path(self.data_key_file).expanduser() if self.data_key_file else \
-            self.instance_dir / "data.key"
+            self.var_dir.parent / (self.var_dir.name + "-keys") / self.instance / "data.key"
+
+    @property
+    def legacy_data_key_path(self) -> Path:
+        """Where the default key ring lived before it moved out of the data tree."""
+        return self.instance_dir / "data.key"
 
     def vault(self, *, create: bool = True):
-        """The vault sealing recordings and notes (a new key ring is made if missing)."""
-        from vault import Vault, load_keyring
+        """The vault sealing recordings and notes (a new key ring is made if missing).
 
+        Surprising: with the default path, a key ring still at the old place
+        (inside the instance dir) is moved out first, so data sealed before
+        stays readable and no second ring is generated.
+        """
+        from vault import Vault, load_keyring, move_keyring
+
+        if not self.data_key_file:
+            # <var_dir>-keys itself private too: it names every instance.
+            self.data_key_path.parent.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            move_keyring(self.legacy_data_key_path, self.data_key_path)
         return Vault(load_keyring(self.data_key_path, create=create))
 
 

@@ -38,7 +38,7 @@ def reconcile_job(reconciler: Reconciler, window: timedelta = RECONCILE_WINDOW,
         logger.exception("reconcile job failed")
         return None
     if report.changed or report.errors:
-        for line in report.lines():
+        for line in report.log_lines():  # numbers masked: this is the service log
             logger.info("reconcile: %s", line)
     else:
         logger.debug("reconcile: %s", report.summary())

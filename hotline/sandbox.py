@@ -82,7 +82,9 @@ def ensure_root(root: Path, mirror: str | None = None, log=print) -> Path:
             "debootstrap", "--variant=minbase", "--include=" + ",".join(PACKAGES),
             "sid", str(staging), mirror,
         ]
-        result = subprocess.run(cmd, capture_output=True, text=True)
+        # A system tree: world-readable as Debian makes it, whatever umask the
+        # CLI runs with (it is 077 for the instance's own files).
+        result = subprocess.run(cmd, capture_output=True, text=True, umask=0o022)
         if result.returncode != 0:
             tail = "\n".join((result.stdout + result.stderr).splitlines()[-20:])
             raise SandboxError(f"debootstrap failed ({result.returncode}):\n{tail}")
@@ -130,14 +132,16 @@ def start_asterisk(root: Path, instance_dir: Path, mounts: list[Path]) -> Asteri
     conf = instance_dir / "etc" / "asterisk.conf"
     if not conf.is_file():
         raise SandboxError(f"{conf} is missing: render the config first")
-    lines = ["set -e"]
+    # Asterisk runs as root: without this, cdr.db, cel.db, its logs, AstDB and
+    # MixMonitor's recordings come out 0644, readable by every local user.
+    lines = ["set -e", "umask 077"]
     for host_dir in mounts:
         host_dir = host_dir.resolve()
         inner = root / str(host_dir).lstrip("/")
         lines.append(f"mkdir -p {_sh(inner)} && mount --bind {_sh(host_dir)} {_sh(inner)}")
     lines.append(f"mount -t proc proc {_sh(root / 'proc')}")
     lines.append(f"exec chroot {_sh(root)} /usr/sbin/asterisk -f -n -C {_sh(conf)}")
-    log_file = instance_dir / "log" / "console.log"
+    log_file = private_file(instance_dir / "log" / "console.log")
     pid = proc.spawn_detached(
         ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", "\n".join(lines)],
         log_file)
@@ -153,6 +157,18 @@ def running_asterisk(root: Path, instance_dir: Path) -> AsteriskProcess | None:
         return None
     found = AsteriskProcess(root, instance_dir, pid, instance_dir / "log" / "console.log")
     return found if b"asterisk" in proc.cmdline(pid) and found.alive() else None
+
+
+def private_file(path: Path) -> Path:
+    """Create `path` (and its dir) if missing and make it 0600; returns it.
+
+    For a log that a launched process appends to: the shell that opens it for
+    the process would otherwise create it with the starter's umask.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    os.chmod(path, 0o600)
+    return path
 
 
 def _sh(path: Path | str) -> str:
