@@ -42,6 +42,13 @@ def cmd_up(args, config: HotlineConfig) -> int:
         print("demo network loaded: teams, surgeons, shifts, partner hospitals")
     instance.start_asterisk(config)
     print(f"Asterisk running (SIP 127.0.0.1:{config.ports.sip}, AMI 127.0.0.1:{config.ports.ami})")
+    from hotline import fail2ban
+
+    if fail2ban.start(config):
+        print(f"fail2ban running: an address guessing AMI secrets is banned "
+              f"(log {config.instance_dir / 'log' / 'fail2ban.log'})")
+    else:
+        print("fail2ban is not installed (scripts/setup.sh installs it): AMI logins are not banned")
     pid = instance.start_service(config)
     print(f"hotline service running (pid {pid}, FastAGI {config.agi_host}:{config.ports.agi})")
     from hotline import console_instance
@@ -74,9 +81,12 @@ def cmd_down(args, config: HotlineConfig) -> int:
 
     from hotline import console_instance
 
+    from hotline import fail2ban
+
     console_instance.stop_console(config)
     service = instance.stop_service(config)
     asterisk = instance.stop_asterisk(config)
+    fail2ban.stop(config)
     print(f"service {'stopped' if service else 'was not running'}; "
           f"Asterisk {'stopped' if asterisk else 'was not running'}")
     return 0

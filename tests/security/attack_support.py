@@ -39,8 +39,11 @@ class AmiSession:
     see exactly what Asterisk answers, not what our client makes of it.
     """
 
-    def __init__(self, port: int, host: str = "127.0.0.1", timeout_s: float = 10.0):
-        self.sock = socket.create_connection((host, port), timeout=timeout_s)
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout_s: float = 10.0,
+                 source: str | None = None):
+        # `source`: the local address to speak from (an attacker's own, never 127.0.0.1).
+        self.sock = socket.create_connection((host, port), timeout=timeout_s,
+                                             source_address=(source, 0) if source else None)
         self.file = self.sock.makefile("rb")
         self.banner = self.file.readline().decode("utf-8", "replace").strip()
         self._seq = 0
