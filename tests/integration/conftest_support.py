@@ -221,6 +221,8 @@ def running_hotline(name: str, ports: dict[str, int], *, what: str = "integratio
         instance.stop_asterisk(config)
         if not os.environ.get("HOTLINE_KEEP_TEST_DIR"):
             shutil.rmtree(var_dir, ignore_errors=True)
+            # The default key ring lives beside the runtime dir, not in it.
+            shutil.rmtree(config.data_key_path.parent.parent, ignore_errors=True)
 
 
 class LogTail:
