@@ -21,6 +21,7 @@ import subprocess
 from pathlib import Path
 
 from hotline.config import HotlineConfig
+from hotline.instance import private_files
 from hotline.sandbox import private_file
 
 DEPLOY_DIR = Path(__file__).resolve().parent.parent / "deploy" / "fail2ban"
@@ -66,6 +67,11 @@ def render(config: HotlineConfig, ignore: tuple[str, ...] = ()) -> Path:
         # One token each: the list goes into the jail file verbatim.
         if not address or any(ch.isspace() or ch in ";#%\n" for ch in address):
             raise ValueError(f"not an address to ignore: {address!r}")
+    with private_files():  # also when not called by the CLI (umask 077 there already)
+        return _render(config, ignore)
+
+
+def _render(config: HotlineConfig, ignore: tuple[str, ...]) -> Path:
     root = conf_dir(config)
     for sub in ("", "filter.d", "action.d", "jail.d"):
         (root / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
