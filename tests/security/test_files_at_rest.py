@@ -30,19 +30,6 @@ PRESS = "2"  # replantation: 丙 13700000201 accepts
 SURGEON = "13700000201"
 
 
-def hotline_cli(env: dict[str, str], *args: str, timeout_s: float = 180) -> str:
-    out = subprocess.run([sys.executable, "-m", "hotline", *args], env=env, cwd=PROJECT_DIR,
-                         capture_output=True, text=True, timeout=timeout_s)
-    assert out.returncode == 0, f"hotline {' '.join(args)}: {out.stdout[-2000:]}{out.stderr[-2000:]}"
-    return out.stdout
-
-
-def local_route(address: str) -> str:
-    """What the kernel's local table says about `address` (a ban is a blackhole there)."""
-    return subprocess.run(["ip", "route", "show", "table", "local", address],
-                          capture_output=True, text=True).stdout.strip()
-
-
 @pytest.fixture(scope="module")
 def two_calls(demo: Hotline):
     """A call the service serves whole, then one while it is down; both cases finished.
