@@ -51,6 +51,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    update,
 )
 from sqlalchemy.orm import aliased
 
@@ -63,7 +64,7 @@ from db.models import (
     TeamRow,
     UserRow,
 )
-from vault import Vault, open_note, seal_note
+from vault import NOTE_PREFIX, Vault, open_note, seal_note
 
 UTC = timezone.utc
 OUTCOMES = ("connected", "nurse", "voicemail", "abandoned", "fallback", "in-progress")
@@ -558,6 +559,31 @@ def case_notes(engine: Engine, case_id: str, vault: Vault | None = None) -> list
         return [CaseNote(r.id, r.case_id, r.at, r.user_id, r.display_name or r.username,
                          r.surgeon_id, r.disposition, open_note(vault, r.text, r.case_id))
                 for r in rows]
+
+
+def seal_plain_notes(engine: Engine, vault: Vault, *, batch: int = 500) -> int:
+    """Seal every note still stored plain (written without a vault: imported,
+    generated, or before sealing was on); returns how many were sealed.
+
+    Batch by batch by id, each batch in its own transaction, so a long backlog
+    never holds one big lock; a note sealed meanwhile by another writer is
+    left as it is (the update matches the plain text it read).
+    """
+    n = CaseNoteRow
+    sealed, after = 0, 0
+    while True:
+        with engine.begin() as conn:
+            rows = conn.execute(
+                select(n.id, n.case_id, n.text)
+                .where(n.id > after, ~n.text.startswith(NOTE_PREFIX, autoescape=True), n.text != "")
+                .order_by(n.id).limit(batch)).all()
+            for row in rows:
+                sealed += conn.execute(
+                    update(n).where(n.id == row.id, n.text == row.text)
+                    .values(text=vault.seal_note(row.text, row.case_id))).rowcount
+        if len(rows) < batch:
+            return sealed
+        after = rows[-1].id
 
 
 def add_case_note(engine: Engine, case_id: str, *, user_id: int, surgeon_id: int | None,
