@@ -46,6 +46,7 @@ def render(config: HotlineConfig) -> Path:
         ami_secret=config.ami_secret(),
         sip_secret=config.sip_secret(),
         console_ami_secret=config.console_ami_secret(),
+        surgeon_host=config.surgeon_host,
         full_log=config.asterisk_full_log,
         agi_targets=config.agi_targets, agi_first=config.agi_first, node_name=config.node_name,
     )
