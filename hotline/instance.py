@@ -25,6 +25,7 @@ class InstanceError(RuntimeError):
 def prepare(config: HotlineConfig, log=print) -> None:
     """Provision the sandbox root, synthesise prompts, render the config, migrate the database."""
     sandbox.ensure_root(config.asterisk_root, config.debian_mirror or None, log=log)
+    sandbox.name_the_host(config.asterisk_root)
     menu = load_menu(config.menu_file)
     written = generate_prompts(menu.prompts, config.prompts_dir)
     if written:
