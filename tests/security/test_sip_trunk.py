@@ -78,8 +78,10 @@ def test_a_request_naming_the_trunk_from_elsewhere_is_challenged_and_logged(line
                    inf=_names_file(tmp_path / "names.csv", (TRUNK,)))
     assert run.returncode == 0, run.output
     # Each forged INVITE was challenged like an unknown caller's: the trunk's
-    # name opened nothing.
-    assert _final_codes(run.responses) == ["401"] * calls, run.responses
+    # name opened nothing. (SIPp's exit code says every call ended that way;
+    # a retransmitted INVITE under load may draw its 401 twice.)
+    finals = _final_codes(run.responses)
+    assert set(finals) == {"401"} and len(finals) >= calls, run.responses
     assert _case_callers(line.config.db_url) == callers_before
     # From the 5th within 5 s each one is a security event, naming the forger.
     logged = calls - 4
@@ -162,7 +164,7 @@ def test_a_spoofed_flood_barely_delays_a_real_callers_answer(line, tmp_path):
     print(f"answer delay: quiet {baseline}, during the flood {during}")
     assert run.returncode == 0, run.output
     finals = _final_codes(run.responses)
-    assert len(finals) == calls and set(finals) == {"401"}, sorted(set(finals))
+    assert set(finals) == {"401"} and len(finals) >= calls, (len(finals), sorted(set(finals)))
     # The real callers were answered, each within 1 s of how fast it is without a flood.
     assert max(during) - statistics.median(baseline) < 1.0, (baseline, during)
     # None of the forged INVITEs opened a case.
