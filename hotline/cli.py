@@ -190,6 +190,7 @@ def cmd_call(args, config: HotlineConfig) -> int:
             password=config.sip_secret(), caller_number=args.from_number, press=args.press,
             surgeon_port=config.ports.surgeon_phones, surgeon_numbers=numbers,
             surgeons=surgeons, talk_s=args.talk, timeout_s=args.timeout,
+            surgeon_host=config.surgeon_host,
         )
     print(result.caller_closed or "call over")
     case = _wait_case(CaseRepository(engine), args.from_number, started)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Mapping
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+SURGEON_HOST = "127.0.0.2"  # the surgeons' phone network on one machine (loopback /8)
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,10 @@ class HotlineConfig:
     # The Asterisk hosts the FastAGI server talks to: FastAGI has no
     # authentication, so any other peer is closed before a byte is read.
     agi_allowed_hosts: tuple[str, ...] = ("127.0.0.1", "::1")
+    # The surgeons' phone network (the trunk peer): its IPv4 address. The trunk
+    # is recognised by this source address alone (pjsip identify), so it is an
+    # address of its own, never the callers' 127.0.0.1 (docs/security.md).
+    surgeon_host: str = SURGEON_HOST
     ports: Ports = field(default_factory=Ports)
     # -- a cluster (docs/deployment.md); the defaults are one node and one service.
     # Which instances cooperate: they share the scheduler election (one
@@ -290,6 +295,7 @@ _ENV_KEYS = {
     **{f"HOTLINE_RETENTION_{kind.upper()}_DAYS": f"retention_{kind}_days"
        for kind in ("cases", "recordings", "audit", "notices", "sessions", "blocklist")},
     "HOTLINE_AGI_ALLOWED_HOSTS": "agi_allowed_hosts",  # comma-separated IP addresses
+    "HOTLINE_SURGEON_HOST": "surgeon_host",
     "HOTLINE_CLUSTER_NAME": "cluster_name",
     "HOTLINE_NODE_NAME": "node_name",
     "HOTLINE_AGI_TARGETS": "agi_targets",  # comma-separated ip:port, by slot
@@ -382,6 +388,14 @@ def load_config(
 
         if not NODE_NAME.fullmatch(str(values["node_name"])):
             raise ValueError(f"node_name: {str(values['node_name'])[:40]!r} is not a node name")
+    if "surgeon_host" in values:
+        # An IPv4 literal only: it becomes the trunk's identify match and contact
+        # verbatim, and a name would put a DNS lookup on every surgeon's ring.
+        try:
+            values["surgeon_host"] = str(ipaddress.IPv4Address(str(values["surgeon_host"]).strip()))
+        except ValueError:
+            raise ValueError(f"surgeon_host: {str(values['surgeon_host'])[:60]!r} "
+                             "is not an IPv4 address") from None
     if "agi_allowed_hosts" in values:
         values["agi_allowed_hosts"] = _ip_addresses("agi_allowed_hosts", values["agi_allowed_hosts"])
     for name in ("var_dir", "asterisk_root", "menu_file"):

@@ -62,6 +62,7 @@ def make_private(root: Path) -> int:
 def prepare(config: HotlineConfig, log=print) -> None:
     """Provision the sandbox root, synthesise prompts, render the config, migrate the database."""
     sandbox.ensure_root(config.asterisk_root, config.debian_mirror or None, log=log)
+    sandbox.name_the_host(config.asterisk_root)
     with private_files():
         config.var_dir.mkdir(parents=True, exist_ok=True)
         tightened = make_private(config.var_dir)
@@ -92,6 +93,7 @@ def _render(config: HotlineConfig) -> Path:
         ami_secret=config.ami_secret(),
         sip_secret=config.sip_secret(),
         console_ami_secret=config.console_ami_secret(),
+        surgeon_host=config.surgeon_host,
         full_log=config.asterisk_full_log,
         agi_targets=config.agi_targets, agi_first=config.agi_first, node_name=config.node_name,
     )

@@ -15,6 +15,7 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,3 +174,38 @@ def private_file(path: Path) -> Path:
 
 def _sh(path: Path | str) -> str:
     return shlex.quote(str(path))
+
+
+def name_the_host(root: Path) -> Path:
+    """Make the sandbox root's /etc/hosts name `localhost` and this machine's host name.
+
+    Without it glibc asks DNS for the host's own name -- pjproject does at
+    Asterisk's start, for IPv4 and IPv6, and Asterisk did on every call while
+    RTP was bound to 0.0.0.0 -- which waits out the resolver's whole timeout
+    when the name server does not answer (docs/security.md, SIP). Both
+    families are named: an IPv4-only entry still sends the IPv6 lookup to
+    DNS. The root is shared by every instance on the machine and read by
+    running ones: only a missing name is added, the lines already there are
+    kept, and the file is replaced atomically. Idempotent.
+    """
+    hosts = root / "etc" / "hosts"
+    try:
+        text = hosts.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        text = ""
+    known: dict[str, set[str]] = {"127.0.0.1": set(), "::1": set()}
+    for entry in text.splitlines():
+        fields = entry.split("#", 1)[0].split()
+        if fields:
+            known["::1" if ":" in fields[0] else "127.0.0.1"].update(fields[1:])
+    names = [name for name in dict.fromkeys(("localhost", socket.gethostname())) if name]
+    added = [f"{address}\t{' '.join(missing)}\n" for address, names_there in known.items()
+             if (missing := [name for name in names if name not in names_there])]
+    if added:
+        if text and not text.endswith("\n"):
+            text += "\n"
+        tmp = hosts.with_name(f".hosts.{os.getpid()}.tmp")
+        tmp.write_text(text + "".join(added), encoding="utf-8")
+        os.chmod(tmp, 0o644)  # a system file every resolver in the root reads; no secrets
+        tmp.replace(hosts)
+    return hosts

@@ -115,7 +115,7 @@ class Hotline:
             number="96608", password=self.config.sip_secret(), caller_number=caller,
             press=press, surgeon_port=self.config.ports.surgeon_phones,
             surgeon_numbers=self.phones, surgeons=surgeons.split(","),
-            say=lambda line: None, **kwargs)
+            surgeon_host=self.config.surgeon_host, say=lambda line: None, **kwargs)
         return result, started
 
     def case_for(self, caller: str, since: datetime, timeout_s: float = 20.0,
