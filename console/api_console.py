@@ -160,7 +160,8 @@ def _token_surgeon() -> int | None:
 @bp.get("/calls")
 @require(*READERS)
 def calls():
-    query = parse_query(request.args, services().clock(), limit=True)
+    query = parse_query(request.args, services().clock(), limit=True,
+                        full_numbers=current_token().role.sees_full_numbers)
     if query.problems:
         raise ApiError(400, "invalid_request",
                        "; ".join(p.message for p in query.problems),
@@ -180,7 +181,8 @@ def calls():
         "filters": {"from": iso(filters.start), "to": iso(filters.end), "team": filters.team,
                     "outcome": filters.outcome, "hospital": filters.hospital_id,
                     "caller": filters.caller,
-                    "match": "prefix" if filters.caller_prefix else "exact",
+                    "match": ("prefix" if filters.caller_prefix
+                              else "last4" if filters.caller_last4 else "exact"),
                     "surgeon": filters.surgeon_id, "recording": filters.has_recording},
     })
 
@@ -199,6 +201,9 @@ def case(case_id: str):
                                                             "reason": "case of another surgeon"})
             raise forbidden("a surgeon token sees only the cases its surgeon took part in",
                             "医生令牌只能查看本人参与的病例")
+    # Audited before it is served, as the case page is (console.cases.detail).
+    services().audit.record(token.actor, "view_case", "case", found.case_id, ip=client_ip(),
+                            detail={"page": "api"})
     engine = services().engine
     return jsonify({"case": case_json(found, case_context(engine, found.case_id),
                                       case_notes(engine, found.case_id, services().vault))})
