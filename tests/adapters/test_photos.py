@@ -212,8 +212,9 @@ def with_photos(app):
 
 @pytest.fixture
 def app(seeded, recordings, clock):
+    # Links are built on the console's public address only (never the Host header).
     return with_photos(console_app(seeded, clock=clock, RECORDINGS_DIR=str(recordings),
-                                   DATA_KEYS=[KEY]))
+                                   DATA_KEYS=[KEY], CONSOLE_PUBLIC_URL="http://localhost"))
 
 
 @pytest.fixture
