@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,12 +22,12 @@ from pathlib import Path
 
 import pytest
 import requests
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import URL
+from sqlalchemy import Engine
 
 from db.session import make_engine, migrate
 from tests.integration.browser_support import Console, start_console
 from tests.security.web_world import World, build_world
+from tests.support.db_helpers import pg_schema
 from tests.support.console import PASSWORD
 
 
@@ -70,18 +69,8 @@ def database(request, tmp_path_factory) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('webdb') / 'hotline.db'}"
         return
-    base: URL = request.getfixturevalue("pg_database")
-    schema = f"w_{secrets.token_hex(6)}"
-    owner = create_engine(base)
-    with owner.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield base.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
-            hide_password=False)
-    finally:
-        with owner.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        owner.dispose()
+    with pg_schema(request.getfixturevalue("pg_database"), "w_") as url:
+        yield url
 
 
 def signed_in(base: str, username: str, password: str = PASSWORD) -> requests.Session:
