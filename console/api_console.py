@@ -43,7 +43,7 @@ from cases.lifecycle import Case
 from console import ApiError, services
 from console.api_roster import iso
 from console.auth import client_ip
-from console.calls import parse_query
+from console.calls import count_number_search, parse_query
 from console.cases import (
     case_events,
     current_disposition,
@@ -168,6 +168,7 @@ def calls():
                        "；".join(p.message_zh for p in query.problems),
                        problems=[{"field": p.field, "message": p.message,
                                   "message_zh": p.message_zh} for p in query.problems])
+    count_number_search(query, current_token().role.sees_full_numbers, current_token().actor)
     page = list_calls(services().engine, query.filters, query.order, limit=query.limit,
                       after=query.after, before=query.before, only_surgeon=_token_surgeon())
     filters = query.filters

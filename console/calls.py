@@ -27,8 +27,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from flask import Blueprint, Flask, Response, abort, render_template, request, url_for
+from limits import parse as parse_limit
 
-from console.auth import audit, current_user, signed_in
+from console.auth import audit, current_user, limiter, signed_in
 from console.i18n import add_words, current_lang, t
 from db.calls_query import (
     COUNT_CAP,
@@ -71,6 +72,9 @@ _YES, _NO = ("1", "yes", "true"), ("0", "no", "false")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 CLASSES = ("partner", "public", "anonymous", "invalid")
 MATCHES = ("prefix", "exact", "last4")
+# A masked role's searches by number, per account: plenty for a desk looking up
+# callers, while guessing the 10,000 hidden middles of one mobile takes two weeks.
+NUMBER_SEARCH_LIMIT = "30 per hour"
 
 add_words({
     "calls.from": {"zh": "开始日期", "en": "From"},
@@ -361,6 +365,18 @@ def _caller_filter(caller: str | None, match: str | None, full_numbers: bool,
     return caller, match
 
 
+def count_number_search(query: CallQuery, full_numbers: bool, who: str) -> None:
+    """Count a search by number for a role that sees numbers masked; over
+    NUMBER_SEARCH_LIMIT an hour (per account `who`) it is refused with 429.
+
+    The whole-number search is what is left of the oracle: it answers "is there
+    a call from exactly this number?", so the hidden digits could be guessed."""
+    if full_numbers or query.filters.caller is None or not limiter.enabled:
+        return
+    if not limiter.limiter.hit(parse_limit(NUMBER_SEARCH_LIMIT), "number-search", who):
+        abort(429)
+
+
 def viewer_surgeon(user: User) -> int | None:
     """The surgeon whose cases alone `user` may see, or None: every case.
 
@@ -425,6 +441,7 @@ def index():
     hub = services()
     user = current_user()
     query = parse_query(request.args, hub.clock(), full_numbers=user.role.sees_full_numbers)
+    count_number_search(query, user.role.sees_full_numbers, user.actor)
     only = viewer_surgeon(user)
     page = list_calls(hub.engine, query.filters, query.order, limit=query.limit,
                       after=query.after, before=query.before, only_surgeon=only)
@@ -458,10 +475,11 @@ def index():
 def _export_query() -> tuple[CallQuery, int | None]:
     from console import services
 
-    query = parse_query(request.args, services().clock(),
-                        full_numbers=current_user().role.sees_full_numbers)
+    user = current_user()
+    query = parse_query(request.args, services().clock(), full_numbers=user.role.sees_full_numbers)
     if query.problems:
-        abort(400)  # an export never silently contains more than was asked for
+        abort(400)
+    count_number_search(query, user.role.sees_full_numbers, user.actor)  # an export never silently contains more than was asked for
     return query, viewer_surgeon(current_user())
 
 
