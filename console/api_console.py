@@ -276,8 +276,12 @@ CALL_FILTER_PARAMETERS = [
     _query("hospital", "Partner hospital id.", _ID),
     _query("caller", "Caller number, digits (spaces and dashes are dropped).",
            {"type": "string", "pattern": "^[0-9 -]{1,64}$"}),
-    _query("match", "How `caller` matches the normalised number.",
-           {"type": "string", "enum": ["prefix", "exact"], "default": "prefix"}),
+    _query("match", "How `caller` matches the normalised number: its beginning, all of it, "
+                    "or (four digits) the end of a number of 8 digits or more. A department "
+                    "head's or a surgeon's token may not search by a prefix (it sees numbers "
+                    "masked) and its default is `exact`; its searches by number are limited "
+                    "to 30 an hour.",
+           {"type": "string", "enum": ["prefix", "exact", "last4"], "default": "prefix"}),
     _query("surgeon", "A surgeon who was rung for the call (or connected to it).", _ID),
     _query("recording", "1: only calls with a recording; 0: only calls without.",
            {"type": "string", "enum": ["1", "0"]}),
