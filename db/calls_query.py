@@ -105,7 +105,8 @@ class CallFilters:
     """Which calls: started in [start, end), and each given condition (AND).
 
     `caller` is digits: the whole normalised number, or its beginning when
-    `caller_prefix`. `surgeon_id`: the surgeon was rung (or connected).
+    `caller_prefix`, or (four digits) the end of a number of 8 digits or more
+    when `caller_last4`. `surgeon_id`: the surgeon was rung (or connected).
     `has_recording`: True / False / None for either.
     """
 
@@ -116,6 +117,7 @@ class CallFilters:
     hospital_id: int | None = None
     caller: str | None = None
     caller_prefix: bool = False
+    caller_last4: bool = False
     surgeon_id: int | None = None
     has_recording: bool | None = None
 
@@ -138,6 +140,10 @@ class CallFilters:
         if self.caller is not None and not (isinstance(self.caller, str)
                                             and DIGITS_RE.fullmatch(self.caller)):
             raise ValueError("caller: 1..20 digits")
+        if self.caller_prefix and self.caller_last4:
+            raise ValueError("caller: a prefix or the last four digits, not both")
+        if self.caller_last4 and not (self.caller is not None and len(self.caller) == 4):
+            raise ValueError("caller_last4: caller must be four digits")
         if self.has_recording not in (None, True, False):
             raise ValueError("has_recording: True, False or None")
 
@@ -244,6 +250,11 @@ def _conditions(filters: CallFilters, only_surgeon: int | None) -> list[ColumnEl
             upper = _digits_after(filters.caller)
             if upper is not None:
                 where.append(c.caller_number < upper)
+        elif filters.caller_last4:
+            # Digits only (checked above): no LIKE wildcard can come in. Numbers of
+            # fewer than 8 digits show only their last two, so four would tell more.
+            where.append(c.caller_number.like("%" + filters.caller))
+            where.append(func.length(c.caller_number) >= 8)
         else:
             where.append(c.caller_number == filters.caller)
     if filters.surgeon_id is not None:

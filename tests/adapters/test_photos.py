@@ -212,8 +212,9 @@ def with_photos(app):
 
 @pytest.fixture
 def app(seeded, recordings, clock):
+    # Links are built on the console's public address only (never the Host header).
     return with_photos(console_app(seeded, clock=clock, RECORDINGS_DIR=str(recordings),
-                                   DATA_KEYS=[KEY]))
+                                   DATA_KEYS=[KEY], CONSOLE_PUBLIC_URL="http://localhost"))
 
 
 @pytest.fixture
@@ -563,3 +564,18 @@ def test_the_photo_sweep_seals_plain_photos_and_reseals_after_a_rotation(seeded,
     opened = read_photo(recordings, photo.path, "C-1", Vault([newer]))  # the old key is not needed
     assert opened.startswith(b"\xff\xd8\xff") and len(opened) == photo.bytes
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+
+
+def test_a_photo_waits_for_a_decoding_slot_and_is_refused_as_busy_when_none_frees(monkeypatch):
+    from photos import images
+    monkeypatch.setattr(images, "DECODE_WAIT_S", 0.2)
+    taken = [images._DECODES.acquire(timeout=1) for _ in range(images.MAX_DECODES)]
+    try:
+        assert all(taken)
+        with pytest.raises(PhotoRejected) as refused:
+            process(jpeg())
+        assert refused.value.refusal is PhotoRefusal.BUSY and refused.value.refusal.words[1]
+    finally:
+        for _ in taken:
+            images._DECODES.release()
+    assert process(jpeg()).width == 640  # a slot free again: decoded as before
