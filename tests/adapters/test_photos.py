@@ -282,7 +282,7 @@ def test_a_caller_sends_photos_and_staff_see_them_sealed_and_audited(app, store,
     assert first.path == f"photos/C-1/{first.id}.jpg" and on_disk.is_file()
     raw = on_disk.read_bytes()
     assert raw.startswith(MAGIC) and b"\xff\xd8\xff" not in raw[:64]  # sealed, not a JPEG
-    assert stat.S_IMODE(os.stat(on_disk).st_mode) == 0o640
+    assert stat.S_IMODE(os.stat(on_disk).st_mode) == 0o600
     assert not list(recordings.rglob("*.part"))
 
     client = staff(app, "doc1")  # surgeon 1 was rung for C-1
@@ -563,7 +563,7 @@ def test_the_photo_sweep_seals_plain_photos_and_reseals_after_a_rotation(seeded,
     assert rotated.sealed_by_current_key(path.read_bytes())
     opened = read_photo(recordings, photo.path, "C-1", Vault([newer]))  # the old key is not needed
     assert opened.startswith(b"\xff\xd8\xff") and len(opened) == photo.bytes
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
 
 
 def test_a_photo_waits_for_a_decoding_slot_and_is_refused_as_busy_when_none_frees(monkeypatch):
