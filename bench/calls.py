@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.stats import parse_sipp_log, parse_sipp_stats, percentile, post_dial_delays, sipp_totals
+from hotline.config import SURGEON_HOST
 
 SIPP = "/usr/bin/sipp"
 SIPP_DIR = Path(__file__).resolve().parent / "sipp"
@@ -67,6 +68,7 @@ class CallSettings:
     accept_ms: int = 300
     talk_ms: int = 1000
     recv_timeout_ms: int = 30_000
+    surgeon_host: str = SURGEON_HOST  # where the hotline's surgeons' trunk points
 
 
 def bridged_calls(cel_db: Path, since: float, callers: set[str]) -> int:
@@ -88,7 +90,7 @@ def run_level(settings: CallSettings, workdir: Path, flow: str, number: str, rat
     inf = workdir / "calls.csv"
     inf.write_text("SEQUENTIAL\n" + "".join(f"{number};{c};2\n" for c in callers))
     surgeon = subprocess.Popen(
-        [SIPP, "-sf", str(SIPP_DIR / "surgeon.xml"), "-i", "127.0.0.1",
+        [SIPP, "-sf", str(SIPP_DIR / "surgeon.xml"), "-i", settings.surgeon_host,
          "-p", str(settings.surgeon_port), "-mp", str(settings.media_base + 50),
          "-set", "accept_ms", str(settings.accept_ms), "-set", "talk_ms", str(settings.talk_ms),
          "-trace_logs", "-log_file", str(workdir / "surgeon.log"),

@@ -237,7 +237,7 @@ class RecordingFetcher:
                 head = check.read(12)
             if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
                 raise FetchError("the downloaded file is not a WAV recording")
-            os.chmod(part, 0o640)
+            os.chmod(part, 0o600)  # the instance's own user only, like every file it writes
             os.replace(part, target)
         except requests.RequestException as exc:
             raise FetchError(f"{type(exc).__name__} talking to Twilio") from None

@@ -43,7 +43,7 @@ from cases.lifecycle import Case
 from console import ApiError, services
 from console.api_roster import iso
 from console.auth import client_ip
-from console.calls import parse_query
+from console.calls import count_number_search, parse_query
 from console.cases import (
     case_events,
     current_disposition,
@@ -160,13 +160,15 @@ def _token_surgeon() -> int | None:
 @bp.get("/calls")
 @require(*READERS)
 def calls():
-    query = parse_query(request.args, services().clock(), limit=True)
+    query = parse_query(request.args, services().clock(), limit=True,
+                        full_numbers=current_token().role.sees_full_numbers)
     if query.problems:
         raise ApiError(400, "invalid_request",
                        "; ".join(p.message for p in query.problems),
                        "；".join(p.message_zh for p in query.problems),
                        problems=[{"field": p.field, "message": p.message,
                                   "message_zh": p.message_zh} for p in query.problems])
+    count_number_search(query, current_token().role.sees_full_numbers, current_token().actor)
     page = list_calls(services().engine, query.filters, query.order, limit=query.limit,
                       after=query.after, before=query.before, only_surgeon=_token_surgeon())
     filters = query.filters
@@ -180,7 +182,8 @@ def calls():
         "filters": {"from": iso(filters.start), "to": iso(filters.end), "team": filters.team,
                     "outcome": filters.outcome, "hospital": filters.hospital_id,
                     "caller": filters.caller,
-                    "match": "prefix" if filters.caller_prefix else "exact",
+                    "match": ("prefix" if filters.caller_prefix
+                              else "last4" if filters.caller_last4 else "exact"),
                     "surgeon": filters.surgeon_id, "recording": filters.has_recording},
     })
 
@@ -199,6 +202,9 @@ def case(case_id: str):
                                                             "reason": "case of another surgeon"})
             raise forbidden("a surgeon token sees only the cases its surgeon took part in",
                             "医生令牌只能查看本人参与的病例")
+    # Audited before it is served, as the case page is (console.cases.detail).
+    services().audit.record(token.actor, "view_case", "case", found.case_id, ip=client_ip(),
+                            detail={"page": "api"})
     engine = services().engine
     return jsonify({"case": case_json(found, case_context(engine, found.case_id),
                                       case_notes(engine, found.case_id, services().vault))})
@@ -270,8 +276,12 @@ CALL_FILTER_PARAMETERS = [
     _query("hospital", "Partner hospital id.", _ID),
     _query("caller", "Caller number, digits (spaces and dashes are dropped).",
            {"type": "string", "pattern": "^[0-9 -]{1,64}$"}),
-    _query("match", "How `caller` matches the normalised number.",
-           {"type": "string", "enum": ["prefix", "exact"], "default": "prefix"}),
+    _query("match", "How `caller` matches the normalised number: its beginning, all of it, "
+                    "or (four digits) the end of a number of 8 digits or more. A department "
+                    "head's or a surgeon's token may not search by a prefix (it sees numbers "
+                    "masked) and its default is `exact`; its searches by number are limited "
+                    "to 30 an hour.",
+           {"type": "string", "enum": ["prefix", "exact", "last4"], "default": "prefix"}),
     _query("surgeon", "A surgeon who was rung for the call (or connected to it).", _ID),
     _query("recording", "1: only calls with a recording; 0: only calls without.",
            {"type": "string", "enum": ["1", "0"]}),

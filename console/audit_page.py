@@ -15,7 +15,7 @@ bp = Blueprint("audit", __name__, url_prefix="/audit")
 NAV = [("audit.index", "audit_log", (UserRole.ADMIN,))]
 PAGE = 50
 ACTIONS = ("sign_in", "sign_in_failed", "sign_in_throttled", "sign_out", "denied", "csrf_refused",
-           "play_recording", "download_recording", "add_note", "export_calls",
+           "view_case", "play_recording", "download_recording", "add_note", "export_calls",
            # the network around the call (issue 6)
            "import", "add_number", "remove_number", "block", "unblock",
            "referral_create", "referral_status", "referral_assign", "referral_patient",

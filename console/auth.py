@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
 
 from flask import (Blueprint, abort, current_app, g, redirect, render_template, request, session,
                    url_for)
@@ -111,11 +112,41 @@ def deny(reason: str = "") -> None:
     abort(403)
 
 
-def _safe_next(target: str | None) -> str:
-    # Only a path on this site: never an absolute URL (an open redirect).
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return url_for("calls.index") if "calls.index" in current_app.view_functions else "/"
+def safe_next(target: str | None, default: str | None = None) -> str:
+    r"""`target` if it is a path on this site, else `default` (the calls list, or "/").
+
+    Every redirect to a user-supplied target goes through here. Browsers
+    strip tabs and newlines from a Location and read a backslash as a slash,
+    so `/\t/evil.example/` or `/\\evil.example` lead off-site although they
+    begin with one '/': a target is refused if, raw or percent-decoded (up to
+    three times), it holds a control character or a backslash (or a space
+    in its path), does not begin with exactly one '/', or has a scheme or a host.
+    """
+    fallback = default or (url_for("calls.index") if "calls.index" in current_app.view_functions
+                           else "/")
+    if not isinstance(target, str) or not target or len(target) > 1024:
+        return fallback
+    seen = target
+    for _ in range(4):  # the raw text, then each decoding of it
+        if not _local_path(seen):
+            return fallback
+        decoded = unquote(seen)
+        if decoded == seen:
+            return target
+        seen = decoded
+    return fallback  # still encoded after three decodings: nobody's real path
+
+
+def _local_path(text: str) -> bool:
+    # isprintable() is False for tabs, CR/LF, NUL, DEL and the Unicode line separators.
+    if any(char == "\\" or not char.isprintable() for char in text):
+        return False
+    if " " in text.partition("?")[0]:
+        return False
+    if not text.startswith("/") or text.startswith("//"):
+        return False
+    parts = urlsplit(text)
+    return not (parts.scheme or parts.netloc)
 
 
 def _username_key() -> str:
@@ -143,7 +174,7 @@ def sign_in():
             session["lang"] = lang or user.lang
             g.user = user
             audit("sign_in", "user", user.username)
-            return redirect(_safe_next(request.args.get("next")))
+            return redirect(safe_next(request.args.get("next")))
     return render_template("login.html", error=error), (401 if error else 200)
 
 
@@ -164,7 +195,7 @@ def set_lang(code: str):
     if code not in LANGS:
         abort(404)
     session["lang"] = code
-    return redirect(_safe_next(request.args.get("next")))
+    return redirect(safe_next(request.args.get("next")))
 
 
 def too_many_sign_ins(_exc: Exception):

@@ -20,15 +20,16 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from flask import Blueprint, Flask, Response, abort, render_template, request, url_for
+from limits import parse as parse_limit
 
-from console.auth import audit, current_user, signed_in
+from console.auth import audit, current_user, limiter, signed_in
 from console.i18n import add_words, current_lang, t
 from db.calls_query import (
     COUNT_CAP,
@@ -70,6 +71,10 @@ _YES, _NO = ("1", "yes", "true"), ("0", "no", "false")
 # A cell beginning with one of these is a formula to Excel / LibreOffice (OWASP: CSV injection).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 CLASSES = ("partner", "public", "anonymous", "invalid")
+MATCHES = ("prefix", "exact", "last4")
+# A masked role's searches by number, per account: plenty for a desk looking up
+# callers, while guessing the 10,000 hidden middles of one mobile takes two weeks.
+NUMBER_SEARCH_LIMIT = "30 per hour"
 
 add_words({
     "calls.from": {"zh": "开始日期", "en": "From"},
@@ -81,6 +86,7 @@ add_words({
     "calls.caller_match": {"zh": "号码匹配", "en": "Number match"},
     "calls.match.prefix": {"zh": "前缀", "en": "Begins with"},
     "calls.match.exact": {"zh": "完全一致", "en": "Exact"},
+    "calls.match.last4": {"zh": "后四位", "en": "Last four digits"},
     "calls.surgeon": {"zh": "医生（呼叫或接听）", "en": "Surgeon (rung or connected)"},
     "calls.recording": {"zh": "通话录音", "en": "Recording"},
     "calls.any": {"zh": "全部", "en": "Any"},
@@ -192,10 +198,12 @@ def _shown(when: datetime, *, end: bool) -> str:
     return at.strftime("%Y-%m-%dT%H:%M:%S" if at.second or at.microsecond else "%Y-%m-%dT%H:%M")
 
 
-def parse_query(args: Mapping[str, str], now: datetime, *, limit: bool = False) -> CallQuery:
+def parse_query(args: Mapping[str, str], now: datetime, *, limit: bool = False,
+                full_numbers: bool = True) -> CallQuery:
     """Check a query string's filters, sort and cursor; what cannot be used becomes a Problem.
 
     `limit`: read a page size from `limit` (the API); the page always shows PAGE_SIZE.
+    `full_numbers`: whether the asker sees whole numbers (else see `_caller_filter`).
     """
     problems: list[Problem] = []
     form: dict[str, str] = {}
@@ -264,21 +272,7 @@ def parse_query(args: Mapping[str, str], now: datetime, *, limit: bool = False) 
             outcome = None
     hospital = whole("hospital")
     surgeon = whole("surgeon")
-    caller = value("caller")
-    if caller is not None:
-        digits = caller.replace(" ", "").replace("-", "")
-        if DIGITS_RE.fullmatch(digits):
-            form["caller"] = digits
-            caller = digits
-        else:
-            refuse("caller", "digits only (at most 20)", "只能填写数字（最多 20 位）")
-            caller = None
-    match = value("match") or "prefix"
-    if match not in ("prefix", "exact"):
-        refuse("match", "prefix or exact", "须为 prefix 或 exact")
-        match = "prefix"
-    if caller is not None and match != "prefix":
-        form["match"] = match
+    caller, match = _caller_filter(value("caller"), value("match"), full_numbers, form, refuse)
     recording: bool | None = None
     raw = value("recording")
     if raw is not None:
@@ -324,9 +318,63 @@ def parse_query(args: Mapping[str, str], now: datetime, *, limit: bool = False) 
             cursors[name] = None
 
     filters = CallFilters(start=start, end=end, team=team, outcome=outcome, hospital_id=hospital,
-                          caller=caller, caller_prefix=match == "prefix", surgeon_id=surgeon,
+                          caller=caller, caller_prefix=match == "prefix",
+                          caller_last4=match == "last4", surgeon_id=surgeon,
                           has_recording=recording)
     return CallQuery(filters, order, cursors["after"], cursors["before"], size, form, problems)
+
+
+def _caller_filter(caller: str | None, match: str | None, full_numbers: bool,
+                   form: dict[str, str], refuse: Callable[[str, str, str], None]
+                   ) -> tuple[str | None, str]:
+    """The caller filter's digits and match (prefix / exact / last4), checked.
+
+    A role that sees numbers masked (139****5678) must not learn the hidden
+    digits by searching: a prefix search answers "is there a call from 1391...?"
+    digit by digit, so it may search by the whole number (exact; its default)
+    or by the last four digits it already sees (last4, numbers of 8 digits or
+    more, whose last four are what the mask shows), never by a prefix.
+    """
+    default = "prefix" if full_numbers else "exact"
+    if caller is not None:
+        digits = caller.replace(" ", "").replace("-", "")
+        if DIGITS_RE.fullmatch(digits):
+            form["caller"] = digits
+            caller = digits
+        else:
+            refuse("caller", "digits only (at most 20)", "只能填写数字（最多 20 位）")
+            caller = None
+    match = match or default
+    if match not in MATCHES:
+        refuse("match", "prefix, exact or last4", "须为 prefix、exact 或 last4")
+        match = default
+    if caller is None:
+        return None, match
+    if match == "prefix" and not full_numbers:
+        refuse("caller", "your role sees numbers masked: search by the whole number (exact) "
+               "or by its last four digits (last4), not by a prefix",
+               "您的角色只能看到隐去中间数字的号码：请按完整号码（exact）或后四位（last4）搜索，不能按前缀搜索")
+        form.pop("caller", None)
+        return None, match
+    if match == "last4" and len(caller) != 4:
+        refuse("caller", "last4 takes exactly four digits", "按后四位搜索须填写 4 位数字")
+        form.pop("caller", None)
+        return None, match
+    if match != default:
+        form["match"] = match
+    return caller, match
+
+
+def count_number_search(query: CallQuery, full_numbers: bool, who: str) -> None:
+    """Count a search by number for a role that sees numbers masked; over
+    NUMBER_SEARCH_LIMIT an hour (per account `who`) it is refused with 429.
+
+    The whole-number search is what is left of the oracle: it answers "is there
+    a call from exactly this number?", so the hidden digits could be guessed."""
+    if full_numbers or query.filters.caller is None or not limiter.enabled:
+        return
+    if not limiter.limiter.hit(parse_limit(NUMBER_SEARCH_LIMIT), "number-search", who):
+        abort(429)
 
 
 def viewer_surgeon(user: User) -> int | None:
@@ -392,7 +440,8 @@ def index():
 
     hub = services()
     user = current_user()
-    query = parse_query(request.args, hub.clock())
+    query = parse_query(request.args, hub.clock(), full_numbers=user.role.sees_full_numbers)
+    count_number_search(query, user.role.sees_full_numbers, user.actor)
     only = viewer_surgeon(user)
     page = list_calls(hub.engine, query.filters, query.order, limit=query.limit,
                       after=query.after, before=query.before, only_surgeon=only)
@@ -426,9 +475,11 @@ def index():
 def _export_query() -> tuple[CallQuery, int | None]:
     from console import services
 
-    query = parse_query(request.args, services().clock())
+    user = current_user()
+    query = parse_query(request.args, services().clock(), full_numbers=user.role.sees_full_numbers)
     if query.problems:
-        abort(400)  # an export never silently contains more than was asked for
+        abort(400)
+    count_number_search(query, user.role.sees_full_numbers, user.actor)  # an export never silently contains more than was asked for
     return query, viewer_surgeon(current_user())
 
 

@@ -309,7 +309,11 @@ def _render(case: Case, *, note_error: str | None = None, note_text: str = "",
 @bp.get("/<case_id>")
 @signed_in()
 def detail(case_id: str):
-    return _render(_visible_case(case_id))
+    case = _visible_case(case_id)
+    # As a recording play: the page holds the caller's whole number and the
+    # notes, so it is audited first and shown only if that worked.
+    audit("view_case", "case", case.case_id, page="case")
+    return _render(case)
 
 
 @bp.post("/<case_id>/notes")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import atexit
 import threading
 import weakref
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -161,8 +162,13 @@ def calls_json():
 
 
 def board() -> dict[str, Any]:
-    """What the page shows, as JSON-ready data (the page and the script draw the same)."""
-    from console import services
+    """What the page shows, as JSON-ready data (the page and the script draw the same).
+
+    Callers' numbers (and names: a caller ID's name is often the number again)
+    are masked here for a role that sees them masked, so the page's first
+    render and its 2-second redraw from `/live/calls.json` show the same.
+    """
+    from console import listed_number, services
 
     snapshot = hub().source().snapshot()
     now = services().clock()
@@ -173,7 +179,8 @@ def board() -> dict[str, Any]:
     return {
         "at": _iso(now),
         "ami": _ami(snapshot),
-        "calls": [_call(c, cases.get(c.linkedid), roster, phones) for c in snapshot.calls],
+        "calls": [_call(c, cases.get(c.linkedid), roster, phones, listed_number)
+                  for c in snapshot.calls],
         "chains": [_chain(roster, code, members) for code, members in chains.items()],
     }
 
@@ -204,13 +211,14 @@ def _case_url(case_id: str) -> str | None:
         return None
 
 
-def _call(call: LiveCall, case, roster: Roster, phones) -> dict[str, Any]:
+def _call(call: LiveCall, case, roster: Roster, phones,
+          shown: Callable[[str | None], str]) -> dict[str, Any]:
     surgeon = phones.get(call.target) if call.target else None
     team = case.team if case else None
     return {
         "linkedid": call.linkedid,
-        "caller": call.caller,
-        "caller_name": call.caller_name,
+        "caller": shown(call.caller),
+        "caller_name": shown(call.caller_name),
         "state": call.state.value,
         "state_label": t("live.state." + call.state.value),
         "duration_s": call.duration_s,

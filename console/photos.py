@@ -31,8 +31,8 @@ import logging
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from flask import (Blueprint, Flask, abort, jsonify, redirect, render_template, request,
-                   send_file, url_for)
+from flask import (Blueprint, Flask, abort, current_app, jsonify, redirect, render_template,
+                   request, send_file, url_for)
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from console.auth import audit, client_ip, current_user, deny, limiter, signed_in
@@ -41,7 +41,7 @@ from console.cases import (current_disposition, load_case, may_add_note, may_see
                            recordings_dir, write_note)
 from console.i18n import add_words, current_lang, t
 from db.photos import CasePhoto, LinkClosed, PhotoStore
-from photos.delivery import DeliveryError, since_words
+from photos.delivery import DeliveryError, public_base, since_words, upload_url
 from photos.files import OutsidePhotos
 from photos.images import PhotoRejected, process
 from photos.links import LinkError, LinkRefusal, looks_like_token, may_upload
@@ -93,6 +93,9 @@ add_words({
     "photos.send.no_url": {"zh": "无法发送：未配置控制台的公网地址 (HOTLINE_CONSOLE_PUBLIC_URL)",
                            "en": "Cannot send: the console's public address is not configured "
                                  "(HOTLINE_CONSOLE_PUBLIC_URL)"},
+    "photos.send.no_url_link": {"zh": "无法生成链接：未配置控制台的公网地址 (HOTLINE_CONSOLE_PUBLIC_URL)",
+                                "en": "No link was made: the console's public address is not "
+                                      "configured (HOTLINE_CONSOLE_PUBLIC_URL)"},
     "phone.since_injury": {"zh": "受伤至今", "en": "Since the injury"},
     "phone.since_call": {"zh": "来电至今", "en": "Since the call"},
     "phone.live": {"zh": "新照片会自动出现，无需刷新", "en": "New photos appear without reloading"},
@@ -103,7 +106,7 @@ add_words({
 })
 
 SEND_LIMIT_PER_CASE = "3 per 10 minutes"  # each send texts the caller: no SMS bombing by button
-SEND_STATES = ("sent", "failed", "none", "no_url", "too_many")
+SEND_STATES = ("sent", "failed", "none", "no_url", "no_url_link", "too_many")
 
 
 def register(app: Flask, csrf) -> None:
@@ -297,11 +300,17 @@ def new_link(case_id: str):
     if not may_add_note(user, case):
         deny(f"case {case.case_id}: may not make an upload link")
     store = _store()
+    base = public_url()
+    if not base:
+        # Never the address this request came in on (the Host header is the
+        # sender's word): no public address, no link -- and none is made.
+        return redirect(url_for("photos.case_photos", case_id=case.case_id, link="no_url_link"),
+                        code=303)
     try:
         token, link = store.create_link(case.case_id, by=user.actor, ip=client_ip())
     except LinkError:
         abort(404)
-    url = url_for("photos.upload", token=token, _external=True)
+    url = upload_url(base, token)
     return render_template("photo_link.html", case=case, url=url, link=link,
                            until=_local(link.expires_at)), 201
 
@@ -358,7 +367,9 @@ def _photo_json(case_id: str, p: CasePhoto) -> dict:
 @bp.get("/cases/<case_id>/phone")
 @signed_in()
 def phone_view(case_id: str):
-    return _phone_page(_visible_case(case_id))
+    case = _visible_case(case_id)
+    audit("view_case", "case", case.case_id, page="phone")  # as the case page (console.cases)
+    return _phone_page(case)
 
 
 def _phone_page(case, *, status: int = 200, note_error: str | None = None, note_text: str = ""):
@@ -415,6 +426,27 @@ def phone_note(case_id: str):
     return redirect(url_for("photos.phone_view", case_id=case.case_id, saved=1) + "#notes", code=303)
 
 
+def public_url() -> str:
+    """The console's public address (`HOTLINE_CONSOLE_PUBLIC_URL`; a test app's
+    `CONSOLE_PUBLIC_URL`), checked, without a trailing '/'; "" if none is usable.
+
+    Every absolute link the console builds starts here, never at the request's
+    Host header: that is whoever sent the request's word, so a link built
+    from it could send a caller's photos to another site."""
+    from console import services
+
+    config = services().config
+    configured = config.console_public_url if config is not None \
+        else current_app.config.get("CONSOLE_PUBLIC_URL", "")
+    if not configured:
+        return ""
+    try:
+        return public_base(configured)
+    except DeliveryError:
+        logger.warning("the console's public URL is not a usable http(s) URL: no links are built")
+        return ""
+
+
 def _send_key() -> str:
     return "send-upload-link:" + (request.view_args or {}).get("case_id", "")[:64]
 
@@ -438,7 +470,7 @@ def send_link(case_id: str):
     if not may_add_note(user, case):
         deny(f"case {case.case_id}: may not send an upload link")
     config = services().config
-    if config is None or not config.console_public_url:
+    if config is None or not public_url():
         # Never the address this request came in on: the Host header is the
         # sender's word (and behind the TLS proxy it is the loopback address).
         return redirect(_back(case.case_id, "no_url"), code=303)

@@ -51,6 +51,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    update,
 )
 from sqlalchemy.orm import aliased
 
@@ -63,7 +64,7 @@ from db.models import (
     TeamRow,
     UserRow,
 )
-from vault import Vault, open_note, seal_note
+from vault import NOTE_PREFIX, Vault, open_note, seal_note
 
 UTC = timezone.utc
 OUTCOMES = ("connected", "nurse", "voicemail", "abandoned", "fallback", "in-progress")
@@ -104,7 +105,8 @@ class CallFilters:
     """Which calls: started in [start, end), and each given condition (AND).
 
     `caller` is digits: the whole normalised number, or its beginning when
-    `caller_prefix`. `surgeon_id`: the surgeon was rung (or connected).
+    `caller_prefix`, or (four digits) the end of a number of 8 digits or more
+    when `caller_last4`. `surgeon_id`: the surgeon was rung (or connected).
     `has_recording`: True / False / None for either.
     """
 
@@ -115,6 +117,7 @@ class CallFilters:
     hospital_id: int | None = None
     caller: str | None = None
     caller_prefix: bool = False
+    caller_last4: bool = False
     surgeon_id: int | None = None
     has_recording: bool | None = None
 
@@ -137,6 +140,10 @@ class CallFilters:
         if self.caller is not None and not (isinstance(self.caller, str)
                                             and DIGITS_RE.fullmatch(self.caller)):
             raise ValueError("caller: 1..20 digits")
+        if self.caller_prefix and self.caller_last4:
+            raise ValueError("caller: a prefix or the last four digits, not both")
+        if self.caller_last4 and not (self.caller is not None and len(self.caller) == 4):
+            raise ValueError("caller_last4: caller must be four digits")
         if self.has_recording not in (None, True, False):
             raise ValueError("has_recording: True, False or None")
 
@@ -243,6 +250,11 @@ def _conditions(filters: CallFilters, only_surgeon: int | None) -> list[ColumnEl
             upper = _digits_after(filters.caller)
             if upper is not None:
                 where.append(c.caller_number < upper)
+        elif filters.caller_last4:
+            # Digits only (checked above): no LIKE wildcard can come in. Numbers of
+            # fewer than 8 digits show only their last two, so four would tell more.
+            where.append(c.caller_number.like("%" + filters.caller))
+            where.append(func.length(c.caller_number) >= 8)
         else:
             where.append(c.caller_number == filters.caller)
     if filters.surgeon_id is not None:
@@ -558,6 +570,31 @@ def case_notes(engine: Engine, case_id: str, vault: Vault | None = None) -> list
         return [CaseNote(r.id, r.case_id, r.at, r.user_id, r.display_name or r.username,
                          r.surgeon_id, r.disposition, open_note(vault, r.text, r.case_id))
                 for r in rows]
+
+
+def seal_plain_notes(engine: Engine, vault: Vault, *, batch: int = 500) -> int:
+    """Seal every note still stored plain (written without a vault: imported,
+    generated, or before sealing was on); returns how many were sealed.
+
+    Batch by batch by id, each batch in its own transaction, so a long backlog
+    never holds one big lock; a note sealed meanwhile by another writer is
+    left as it is (the update matches the plain text it read).
+    """
+    n = CaseNoteRow
+    sealed, after = 0, 0
+    while True:
+        with engine.begin() as conn:
+            rows = conn.execute(
+                select(n.id, n.case_id, n.text)
+                .where(n.id > after, ~n.text.startswith(NOTE_PREFIX, autoescape=True), n.text != "")
+                .order_by(n.id).limit(batch)).all()
+            for row in rows:
+                sealed += conn.execute(
+                    update(n).where(n.id == row.id, n.text == row.text)
+                    .values(text=vault.seal_note(row.text, row.case_id))).rowcount
+        if len(rows) < batch:
+            return sealed
+        after = rows[-1].id
 
 
 def add_case_note(engine: Engine, case_id: str, *, user_id: int, surgeon_id: int | None,

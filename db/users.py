@@ -136,7 +136,9 @@ class UserStore:
         with self._engine.connect() as conn:
             return [_user(r) for r in conn.execute(select(UserRow).order_by(UserRow.username))]
 
-    def set_password(self, username: str, password: str) -> None:
+    def set_password(self, username: str, password: str) -> int:
+        """Change the password and end every session of the account (whoever held the
+        old one is signed out at once); returns how many sessions were ended."""
         _check_password(password)
         with self._engine.begin() as conn:
             done = conn.execute(
@@ -145,6 +147,39 @@ class UserStore:
                 .execution_options(preserve_rowcount=True))
             if done.rowcount != 1:
                 raise UserError(f"no user {username!r}")
+            return self._end_sessions_of(conn, username)
+
+    def set_role(self, username: str, role: UserRole | str, *,
+                 surgeon_id: int | None = None) -> int:
+        """Give the account another role (and surgeon) and end every session of it:
+        a page opened under the old role must not stay open. Returns the sessions ended."""
+        role = UserRole(role)
+        with self._engine.begin() as conn:
+            row = conn.execute(select(UserRow).where(UserRow.username == username)).first()
+            if row is None:
+                raise UserError(f"no user {username!r}")
+            surgeon = surgeon_id if surgeon_id is not None else row.surgeon_id
+            if role in (UserRole.SURGEON, UserRole.DEPARTMENT_HEAD) and surgeon is None:
+                raise UserError(f"a {role.value} account must name its surgeon (--surgeon ID)")
+            if surgeon is not None and conn.execute(
+                    select(SurgeonRow.id).where(SurgeonRow.id == surgeon)).first() is None:
+                raise UserError(f"no surgeon {surgeon}")
+            conn.execute(update(UserRow).where(UserRow.id == row.id).values(
+                role=role.value, surgeon_id=surgeon))
+            return self._end_sessions_of(conn, username)
+
+    def end_sessions(self, username: str) -> int:
+        """End every live session of the account (the cookies die on their next request)."""
+        with self._engine.begin() as conn:
+            return self._end_sessions_of(conn, username)
+
+    def _end_sessions_of(self, conn: Connection, username: str) -> int:
+        # In the caller's transaction: the change and the sign-out land together.
+        user_id = select(UserRow.id).where(UserRow.username == username).scalar_subquery()
+        done = conn.execute(update(ConsoleSessionRow).where(
+            ConsoleSessionRow.user_id == user_id, ConsoleSessionRow.revoked_at.is_(None))
+            .values(revoked_at=self._clock()).execution_options(preserve_rowcount=True))
+        return done.rowcount
 
     def start_session(self, user_id: int, ip: str = "") -> str:
         """A new session id for the cookie; only its SHA-256 is stored."""
@@ -173,12 +208,16 @@ class UserStore:
                 ConsoleSessionRow.sid == _sid_hash(sid), ConsoleSessionRow.revoked_at.is_(None))
                 .values(revoked_at=self._clock()))
 
-    def set_disabled(self, username: str, disabled: bool) -> None:
+    def set_disabled(self, username: str, disabled: bool) -> int:
+        """Disable (or enable) the account. Disabling ends every session of it, so
+        enabling it again later does not bring an old cookie back to life; returns
+        the sessions ended."""
         with self._engine.begin() as conn:
             done = conn.execute(update(UserRow).where(UserRow.username == username).values(
                 disabled_at=self._clock() if disabled else None).execution_options(preserve_rowcount=True))
             if done.rowcount != 1:
                 raise UserError(f"no user {username!r}")
+            return self._end_sessions_of(conn, username) if disabled else 0
 
 
 def _sid_hash(sid: str) -> str:

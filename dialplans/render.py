@@ -8,10 +8,15 @@ from pathlib import Path
 
 import jinja2
 
+from hotline.config import SURGEON_HOST
 from ivr.menu import Menu
 from routing.queue import QUEUE_SETTINGS
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+# Where PJSIP listens, and so where RTP is bound and what the SDP offers: an
+# address, never 0.0.0.0 -- a wildcard RTP socket makes Asterisk look its own
+# address up in DNS on every call (acl.c ast_find_ourip, docs/security.md).
+SIP_HOST = "127.0.0.1"
 
 # Everything the dialplan and the SIP stack use, nothing more.
 MODULES = (
@@ -103,7 +108,7 @@ def render_all(
     ami_secret: str,
     sip_secret: str,
     console_ami_secret: str,
-    surgeon_host: str = "127.0.0.1",
+    surgeon_host: str = SURGEON_HOST,
     full_log: bool = False,
     agi_targets: tuple[str, ...] = (),
     agi_first: int = 1,
@@ -117,11 +122,17 @@ def render_all(
     node asks slot `agi_first` first, then the next ones, wrapping. They
     default to the one service beside it (`agi_host`, `ports.agi`).
     `node_name` is the node's Asterisk systemname in a cluster ("" for one node).
+    `surgeon_host` is the surgeons' phone network's IPv4 address: the trunk is
+    identified by it and rings it; it must differ from the callers' address.
     `agi_secret_file` is the FastAGI proof key's file (default instance_dir/agi.secret):
     only its path is rendered, the dialplan reads the key at each request.
     """
     agi_secret_file = agi_secret_file or instance_dir / "agi.secret"
     agi_order = agi_ask_order(tuple(agi_targets) or (f"{agi_host}:{ports.agi}",), agi_first)
+    if ipaddress.IPv4Address(surgeon_host) == ipaddress.IPv4Address(SIP_HOST):
+        # The callers' phones sit on SIP_HOST: matching the trunk there would
+        # take every unauthenticated request from them for the trunk.
+        raise ValueError(f"surgeon_host must not be {SIP_HOST}, the callers' address")
     if node_name and not NODE_NAME.fullmatch(node_name):
         raise ValueError(f"not a node name: {node_name!r}")
     for value in (instance_dir, prompts_dir, recordings_dir, agi_secret_file):
@@ -133,7 +144,8 @@ def render_all(
         module_dir="/usr/lib/x86_64-linux-gnu/asterisk/modules", modules=MODULES,
         prompts=str(prompts_dir), recordings=str(recordings_dir), ports=ports,
         agi_host=agi_host, ami_secret=ami_secret, console_ami_secret=console_ami_secret,
-        sip_secret=sip_secret, surgeon_host=surgeon_host,
+        sip_secret=sip_secret, surgeon_host=str(ipaddress.IPv4Address(surgeon_host)),
+        sip_host=SIP_HOST,
         queue=QUEUE_SETTINGS, queue_teams=menu.teams, full_log=full_log,
         agi_order=agi_order, node_name=node_name, agi_secret_file=str(agi_secret_file),
     )

@@ -31,7 +31,7 @@ from cases.lifecycle import Case
 from db.repo import CaseConflict
 from hotline.journal import Journal
 from recordings.prompts import wav_duration_s
-from vault import Vault, seal_file
+from vault import Vault, seal_case_audio
 
 logger = logging.getLogger(__name__)
 
@@ -322,17 +322,12 @@ class CaseWriter:
         call is over and the recording's length is known; names and paths stay."""
         if self.vault is None:
             return
-        root = self.recordings_dir.resolve()
-        for value in (case.recording_path, case.voicemail_path):
-            if not value:
-                continue
-            try:
-                path = Path(value).resolve()
-                if path.is_relative_to(root) and path.is_file():
-                    seal_file(path, self.vault)
-            except Exception as exc:  # the daily sweep (vault.seal_tree) tries again
-                logger.error("sealing the audio of case %s failed (%s)", case.case_id,
-                             type(exc).__name__)
+        try:
+            seal_case_audio((case.recording_path, case.voicemail_path), self.vault,
+                            self.recordings_dir)
+        except Exception as exc:  # the daily sweep (vault.seal_tree) tries again
+            logger.error("sealing the audio of case %s failed (%s)", case.case_id,
+                         type(exc).__name__)
 
     def _recording_settled(self, case: Case) -> bool:
         """Whether a final snapshot can be written now: its recording has stopped

@@ -42,6 +42,13 @@ def cmd_up(args, config: HotlineConfig) -> int:
         print("demo network loaded: teams, surgeons, shifts, partner hospitals")
     instance.start_asterisk(config)
     print(f"Asterisk running (SIP 127.0.0.1:{config.ports.sip}, AMI 127.0.0.1:{config.ports.ami})")
+    from hotline import fail2ban
+
+    if fail2ban.start(config):
+        print(f"fail2ban running: an address guessing AMI secrets is banned "
+              f"(log {config.instance_dir / 'log' / 'fail2ban.log'})")
+    else:
+        print("fail2ban is not installed (scripts/setup.sh installs it): AMI logins are not banned")
     pid = instance.start_service(config)
     print(f"hotline service running (pid {pid}, FastAGI {config.agi_host}:{config.ports.agi})")
     from hotline import console_instance
@@ -74,9 +81,12 @@ def cmd_down(args, config: HotlineConfig) -> int:
 
     from hotline import console_instance
 
+    from hotline import fail2ban
+
     console_instance.stop_console(config)
     service = instance.stop_service(config)
     asterisk = instance.stop_asterisk(config)
+    fail2ban.stop(config)
     print(f"service {'stopped' if service else 'was not running'}; "
           f"Asterisk {'stopped' if asterisk else 'was not running'}")
     return 0
@@ -180,6 +190,7 @@ def cmd_call(args, config: HotlineConfig) -> int:
             password=config.sip_secret(), caller_number=args.from_number, press=args.press,
             surgeon_port=config.ports.surgeon_phones, surgeon_numbers=numbers,
             surgeons=surgeons, talk_s=args.talk, timeout_s=args.timeout,
+            surgeon_host=config.surgeon_host,
         )
     print(result.caller_closed or "call over")
     case = _wait_case(CaseRepository(engine), args.from_number, started)
@@ -469,6 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Everything an instance writes (the database and its -wal/-shm, logs,
+    # secrets, recordings, exports) is for its own user only (docs/privacy.md).
+    os.umask(0o077)
     parser = build_parser()
     args = parser.parse_args(argv)
     missing = cli_roster.check_required(args) or cli_users.check(args)

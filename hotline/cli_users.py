@@ -1,4 +1,8 @@
-"""`hotline user ...`: the console's accounts (create, list, set a password, disable)."""
+"""`hotline user ...`: the console's accounts (create, list, set a password, a role, disable).
+
+A new password, a new role and a disable each end every console session of
+the account at once (db.users.UserStore); API tokens are separate credentials
+(`hotline token revoke`)."""
 from __future__ import annotations
 
 import argparse
@@ -36,11 +40,15 @@ def cmd_user(args, config) -> int:
                                 display_name=args.name or "", lang=args.lang)
             print(f"user {user.username} ({user.role.value}) created")
         elif args.action == "passwd":
-            users.set_password(args.username, _password(args))
-            print(f"password of {args.username} changed")
+            ended = users.set_password(args.username, _password(args))
+            print(f"password of {args.username} changed; {ended} session(s) signed out")
+        elif args.action == "role":
+            ended = users.set_role(args.username, args.role, surgeon_id=args.surgeon)
+            print(f"user {args.username} is now {args.role}; {ended} session(s) signed out")
         elif args.action in ("disable", "enable"):
-            users.set_disabled(args.username, args.action == "disable")
-            print(f"user {args.username} {args.action}d")
+            ended = users.set_disabled(args.username, args.action == "disable")
+            print(f"user {args.username} {args.action}d"
+                  + (f"; {ended} session(s) signed out" if args.action == "disable" else ""))
         else:
             for u in users.all():
                 print(f"{safe_text(u.username, 32):20} {u.role.value:16} "
@@ -55,12 +63,14 @@ def cmd_user(args, config) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("user", help="console accounts: create, list, passwd, disable, enable",
+    p = sub.add_parser("user", help="console accounts: create, list, passwd, role, disable, enable",
                        description="Console accounts. Roles: admin, supervisor, department_head "
                                    "(--surgeon: who approves swaps), surgeon (--surgeon: sees the "
                                    "cases they took part in). Passwords are asked for, or read "
-                                   "from stdin with --password-stdin; never given as an argument.")
-    p.add_argument("action", choices=("create", "list", "passwd", "disable", "enable"))
+                                   "from stdin with --password-stdin; never given as an argument. "
+                                   "passwd, role and disable sign the account out of every "
+                                   "console session at once.")
+    p.add_argument("action", choices=("create", "list", "passwd", "role", "disable", "enable"))
     p.add_argument("username", nargs="?")
     p.add_argument("--role", choices=("admin", "supervisor", "department_head", "surgeon"))
     p.add_argument("--surgeon", type=int, help="the surgeon id this account is")
@@ -75,6 +85,6 @@ def check(args: argparse.Namespace) -> str | None:
         return None
     if args.action != "list" and not args.username:
         return f"user {args.action} needs a USERNAME"
-    if args.action == "create" and not args.role:
-        return "user create needs --role"
+    if args.action in ("create", "role") and not args.role:
+        return f"user {args.action} needs --role"
     return None

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Mapping
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+SURGEON_HOST = "127.0.0.2"  # the surgeons' phone network on one machine (loopback /8)
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,10 @@ class HotlineConfig:
     # The Asterisk hosts the FastAGI server talks to: FastAGI has no
     # authentication, so any other peer is closed before a byte is read.
     agi_allowed_hosts: tuple[str, ...] = ("127.0.0.1", "::1")
+    # The surgeons' phone network (the trunk peer): its IPv4 address. The trunk
+    # is recognised by this source address alone (pjsip identify), so it is an
+    # address of its own, never the callers' 127.0.0.1 (docs/security.md).
+    surgeon_host: str = SURGEON_HOST
     ports: Ports = field(default_factory=Ports)
     # -- a cluster (docs/deployment.md); the defaults are one node and one service.
     # Which instances cooperate: they share the scheduler election (one
@@ -84,8 +89,9 @@ class HotlineConfig:
     # against it, so behind a reverse proxy it must be the proxy's URL.
     twilio_public_url: str = ""
     # The key ring that seals recordings and case notes (vault/, docs/privacy.md);
-    # empty: instance_dir/data.key, generated on first use. Keep it off the
-    # database host's backups, or the backups are readable.
+    # empty: <var_dir>-keys/<instance>/data.key, generated on first use -- beside
+    # the runtime dir, never inside it: Asterisk bind-mounts var_dir and backups
+    # take it whole. Keep it off the database host's backups too.
     data_key_file: str = ""
     # Asterisk's full.log (verbose dialplan trace, DTMF): it holds callers'
     # numbers and keys, so only for tests and debugging (HOTLINE_ASTERISK_FULL_LOG=1).
@@ -180,13 +186,28 @@ class HotlineConfig:
 
     @property
     def data_key_path(self) -> Path:
+        """The key ring: HOTLINE_DATA_KEY_FILE, else `<var_dir>-keys/<instance>/data.key`."""
         return Path(self.data_key_file).expanduser() if self.data_key_file else \
-            self.instance_dir / "data.key"
+            self.var_dir.parent / (self.var_dir.name + "-keys") / self.instance / "data.key"
+
+    @property
+    def legacy_data_key_path(self) -> Path:
+        """Where the default key ring lived before it moved out of the data tree."""
+        return self.instance_dir / "data.key"
 
     def vault(self, *, create: bool = True):
-        """The vault sealing recordings and notes (a new key ring is made if missing)."""
-        from vault import Vault, load_keyring
+        """The vault sealing recordings and notes (a new key ring is made if missing).
 
+        Surprising: with the default path, a key ring still at the old place
+        (inside the instance dir) is moved out first, so data sealed before
+        stays readable and no second ring is generated.
+        """
+        from vault import Vault, load_keyring, move_keyring
+
+        if not self.data_key_file:
+            # <var_dir>-keys itself private too: it names every instance.
+            self.data_key_path.parent.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            move_keyring(self.legacy_data_key_path, self.data_key_path)
         return Vault(load_keyring(self.data_key_path, create=create))
 
 
@@ -285,6 +306,7 @@ _ENV_KEYS = {
     **{f"HOTLINE_RETENTION_{kind.upper()}_DAYS": f"retention_{kind}_days"
        for kind in ("cases", "recordings", "audit", "notices", "sessions", "blocklist")},
     "HOTLINE_AGI_ALLOWED_HOSTS": "agi_allowed_hosts",  # comma-separated IP addresses
+    "HOTLINE_SURGEON_HOST": "surgeon_host",
     "HOTLINE_CLUSTER_NAME": "cluster_name",
     "HOTLINE_NODE_NAME": "node_name",
     "HOTLINE_AGI_TARGETS": "agi_targets",  # comma-separated ip:port, by slot
@@ -377,6 +399,14 @@ def load_config(
 
         if not NODE_NAME.fullmatch(str(values["node_name"])):
             raise ValueError(f"node_name: {str(values['node_name'])[:40]!r} is not a node name")
+    if "surgeon_host" in values:
+        # An IPv4 literal only: it becomes the trunk's identify match and contact
+        # verbatim, and a name would put a DNS lookup on every surgeon's ring.
+        try:
+            values["surgeon_host"] = str(ipaddress.IPv4Address(str(values["surgeon_host"]).strip()))
+        except ValueError:
+            raise ValueError(f"surgeon_host: {str(values['surgeon_host'])[:60]!r} "
+                             "is not an IPv4 address") from None
     if "agi_allowed_hosts" in values:
         values["agi_allowed_hosts"] = _ip_addresses("agi_allowed_hosts", values["agi_allowed_hosts"])
     for name in ("var_dir", "asterisk_root", "menu_file"):

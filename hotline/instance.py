@@ -5,9 +5,11 @@ service's own wiring is in hotline/service.py.
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -22,19 +24,64 @@ class InstanceError(RuntimeError):
     """The local instance could not be prepared, started or reached."""
 
 
+@contextmanager
+def private_files():
+    """Files and dirs made inside are for this user only (umask 077), whoever calls.
+
+    The CLI runs under umask 077 already; this covers a caller that is not the
+    CLI (the test harness, a script importing this module).
+    """
+    previous = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def make_private(root: Path) -> int:
+    """Take group and other permissions off everything under `root`; how many changed.
+
+    Once, for a runtime dir written before instances kept their files private
+    (a demo from an older checkout): its database and recordings were 0644.
+    Symlinks are left alone (their targets may be anybody's).
+    """
+    changed = 0
+    for path in [root, *root.rglob("*")] if root.is_dir() else []:
+        try:
+            if path.is_symlink():
+                continue
+            mode = path.stat().st_mode & 0o7777
+            if mode & 0o077:
+                os.chmod(path, mode & ~0o077)
+                changed += 1
+        except OSError:
+            continue  # vanished meanwhile (a WAL file), or not ours to change
+    return changed
+
+
 def prepare(config: HotlineConfig, log=print) -> None:
     """Provision the sandbox root, synthesise prompts, render the config, migrate the database."""
     sandbox.ensure_root(config.asterisk_root, config.debian_mirror or None, log=log)
-    menu = load_menu(config.menu_file)
-    written = generate_prompts(menu.prompts, config.prompts_dir)
-    if written:
-        log(f"synthesised {len(written)} prompt files into {config.prompts_dir}")
-    render(config)
-    config.var_dir.mkdir(parents=True, exist_ok=True)
-    migrate(config.db_url)
+    sandbox.name_the_host(config.asterisk_root)
+    with private_files():
+        config.var_dir.mkdir(parents=True, exist_ok=True)
+        tightened = make_private(config.var_dir)
+        if tightened:
+            log(f"made {tightened} files and dirs under {config.var_dir} private to their owner")
+        menu = load_menu(config.menu_file)
+        written = generate_prompts(menu.prompts, config.prompts_dir)
+        if written:
+            log(f"synthesised {len(written)} prompt files into {config.prompts_dir}")
+        render(config)
+        migrate(config.db_url)
 
 
 def render(config: HotlineConfig) -> Path:
+    with private_files():
+        return _render(config)
+
+
+def _render(config: HotlineConfig) -> Path:
     menu = load_menu(config.menu_file)
     for sub in ("log", "run", "lib", "spool"):
         (config.instance_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -46,6 +93,7 @@ def render(config: HotlineConfig) -> Path:
         ami_secret=config.ami_secret(),
         sip_secret=config.sip_secret(),
         console_ami_secret=config.console_ami_secret(),
+        surgeon_host=config.surgeon_host,
         full_log=config.asterisk_full_log,
         agi_targets=config.agi_targets, agi_first=config.agi_first, node_name=config.node_name,
         agi_secret_file=config.agi_secret_file,
@@ -59,15 +107,17 @@ def render(config: HotlineConfig) -> Path:
 def seed(config: HotlineConfig, now: datetime | None = None) -> None:
     from db.seed import seed_demo
 
-    engine = make_engine(config.db_url)
-    try:
-        seed_demo(engine, now or datetime.now(timezone.utc))
-    finally:
-        engine.dispose()
+    with private_files():
+        engine = make_engine(config.db_url)
+        try:
+            seed_demo(engine, now or datetime.now(timezone.utc))
+        finally:
+            engine.dispose()
 
 
 def start_asterisk(config: HotlineConfig, timeout_s: float = 30.0) -> sandbox.AsteriskProcess:
-    proc = sandbox.start_asterisk(config.asterisk_root, config.instance_dir, [config.var_dir])
+    with private_files():
+        proc = sandbox.start_asterisk(config.asterisk_root, config.instance_dir, [config.var_dir])
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -138,12 +188,13 @@ def start_service(config: HotlineConfig, env: dict[str, str] | None = None,
     pid = service_pid(config)
     if pid is not None:
         return pid
-    log_file = config.instance_dir / "log" / "service.log"
+    log_file = sandbox.private_file(config.instance_dir / "log" / "service.log")
     ready = config.instance_dir / "service.ready"
     ready.unlink(missing_ok=True)
     pid = proc.spawn_detached(
         [sys.executable, "-m", "hotline", "--instance", config.instance, "serve"], log_file, env)
-    _service_pid_file(config).write_text(f"{pid}\n")
+    with private_files():
+        _service_pid_file(config).write_text(f"{pid}\n")
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not proc.alive(pid):

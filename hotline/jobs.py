@@ -38,7 +38,7 @@ def reconcile_job(reconciler: Reconciler, window: timedelta = RECONCILE_WINDOW,
         logger.exception("reconcile job failed")
         return None
     if report.changed or report.errors:
-        for line in report.lines():
+        for line in report.log_lines():  # numbers masked: this is the service log
             logger.info("reconcile: %s", line)
     else:
         logger.debug("reconcile: %s", report.summary())
@@ -83,11 +83,13 @@ SEAL_EVERY = timedelta(hours=1)
 SEAL_QUIET_S = 3600.0  # a file untouched this long is no longer being recorded
 
 
-def seal_recordings_job(recordings_dir, vault) -> tuple[int, int] | None:
+def seal_recordings_job(recordings_dir, vault, engine=None) -> tuple[int, int] | None:
     """Seal recordings the case writer did not (service stopped, sealing newly on,
-    a rotated key); never raises (the next run retries)."""
+    a rotated key), and, given the database, case notes stored plain (generated,
+    imported, written without a vault); never raises (the next run retries)."""
     import time
 
+    from db.calls_query import seal_plain_notes
     from photos.files import seal_photo_tree
     from vault import seal_tree
 
@@ -95,20 +97,23 @@ def seal_recordings_job(recordings_dir, vault) -> tuple[int, int] | None:
         sealed, failed = seal_tree(recordings_dir, vault, quiet_s=SEAL_QUIET_S, now=time.time())
         photos_sealed, photos_failed = seal_photo_tree(recordings_dir, vault)
         sealed, failed = sealed + photos_sealed, failed + photos_failed
+        notes_sealed = seal_plain_notes(engine, vault) if engine is not None else 0
     except Exception:
         logger.exception("sealing recordings failed")
         return None
     if sealed or failed:
         logger.info("recordings sealed: %d, could not be sealed: %d", sealed, failed)
-    return sealed, failed
+    if notes_sealed:
+        logger.info("case notes sealed: %d", notes_sealed)
+    return sealed + notes_sealed, failed
 
 
-def add_seal_job(scheduler: BaseScheduler, recordings_dir, vault, *,
+def add_seal_job(scheduler: BaseScheduler, recordings_dir, vault, engine=None, *,
                  every: timedelta = SEAL_EVERY) -> Job:
-    """The hourly sweep that seals what is left plain in the recordings dir."""
+    """The hourly sweep that seals what is left plain: recordings, photos, notes."""
     return scheduler.add_job(
         seal_recordings_job, trigger="interval", seconds=every.total_seconds(),
-        args=(recordings_dir, vault), id=SEAL_JOB_ID, name="seal recordings at rest",
+        args=(recordings_dir, vault, engine), id=SEAL_JOB_ID, name="seal recordings at rest",
         replace_existing=True, max_instances=1, coalesce=True,
         next_run_time=utcnow() + timedelta(minutes=5))
 

@@ -36,7 +36,8 @@ from cases.reconcile import (
     recording_paths,
 )
 from oncall.model import HOTLINE_TZ
-from routing.callers import safe_text
+from routing.callers import mask_number, safe_text
+from vault import Vault, seal_case_audio
 
 logger = logging.getLogger(__name__)
 
@@ -191,6 +192,22 @@ class ReconcileReport:
         lines.extend(f"error: {error}" for error in self.errors)
         return lines
 
+    def log_lines(self) -> list[str]:
+        """`lines()` for the service log: every phone number masked (docs/privacy.md).
+
+        The numbers of each call's case (its caller, every phone rung) are masked
+        wherever they appear, and so is any other run of seven or more digits
+        standing alone (a number the case does not hold, a dialled leg): a log
+        must not hold a whole number. Case ids and linkedids are not numbers
+        (their digits touch '-' or '.') and stay readable.
+        """
+        numbers: set[str] = set()
+        for result in self.results:
+            if result.case is not None:
+                numbers.add(result.case.caller.raw_safe or "")
+                numbers.update(a.phone for a in result.case.attempts)
+        return [mask_numbers(line, numbers) for line in self.lines()]
+
 
 class Reconciler:
     """Reads a window of Asterisk's records and completes the cases. One run at a time."""
@@ -204,8 +221,12 @@ class Reconciler:
         clock: Callable[[], datetime] = utcnow,
         settle_s: float = SETTLE_S,
         recording_length: Callable[[Path], float | None] | None = None,
+        vault: Vault | None = None,
     ) -> None:
         self.records = records
+        # Seals the recording or voicemail a reconciled case now names, as the
+        # case writer does for the calls it saw (vault/); None: left plain.
+        self.vault = vault
         self.cases = cases
         self.directory = directory
         self.recordings_dir = recordings_dir.resolve()
@@ -249,7 +270,19 @@ class Reconciler:
                 continue
             logger.info("reconcile: %s case=%s linkedid=%s changes=%d", result.status,
                         result.case.case_id, linkedid, len(result.changes))
+            self._seal_audio(result.case)
         return report
+
+    def _seal_audio(self, case: Case) -> None:
+        """Seal the case's recording and voicemail in place; never raises."""
+        if self.vault is None:
+            return
+        try:
+            seal_case_audio((case.recording_path, case.voicemail_path), self.vault,
+                            self.recordings_dir)
+        except Exception as exc:
+            logger.error("reconcile: sealing the audio of case %s failed (%s)", case.case_id,
+                         type(exc).__name__)
 
     def _recordings(self, events: Iterable[CelEvent], linkedid: str) -> dict[str, int | None]:
         """Recording files of this call that exist under the recordings dir, with lengths."""
@@ -263,6 +296,22 @@ class Reconciler:
         return found
 
 
+_STANDALONE_NUMBER = re.compile(r"(?<![\w.\-])\+?[0-9]{7,}(?![\w.\-])", re.ASCII)
+
+
+def mask_numbers(text: str, numbers: Iterable[str] = ()) -> str:
+    """`text` with each of `numbers`, and any standalone run of 7+ digits, masked.
+
+    >>> mask_numbers("attempt #1 13700000201: no-answer; caller 043188888888", ["13700000201"])
+    'attempt #1 137****0201: no-answer; caller 043*****8888'
+    >>> mask_numbers("case 20261125-190512-3fa9c1 linkedid 1764061512.42")
+    'case 20261125-190512-3fa9c1 linkedid 1764061512.42'
+    """
+    for number in sorted({n for n in numbers if n and len(n) >= 3}, key=len, reverse=True):
+        text = text.replace(number, mask_number(number))
+    return _STANDALONE_NUMBER.sub(lambda m: mask_number(m.group(0)), text)
+
+
 def _first_at(events: Sequence[CelEvent]) -> datetime | None:
     return min((e.at for e in events), default=None)
 
@@ -273,8 +322,9 @@ def _iso(at: datetime) -> str:
 
 # -- composition (CLI and service) ---------------------------------------------------
 def build_reconciler(config, engine, clock: Callable[[], datetime] = utcnow,
-                     settle_s: float = SETTLE_S) -> Reconciler:
-    """A Reconciler for one instance: its Asterisk log dir, its database, its menu."""
+                     settle_s: float = SETTLE_S, vault: Vault | None = None) -> Reconciler:
+    """A Reconciler for one instance: its Asterisk log dir, its database, its menu,
+    and its vault (`config.vault()` unless given) to seal the audio it attaches."""
     from db.repo import CaseRepository, RosterRepository
     from ivr.menu import load_menu
 
@@ -300,7 +350,8 @@ def build_reconciler(config, engine, clock: Callable[[], datetime] = utcnow,
     records = (AsteriskRecords(log_dirs[0]) if len(log_dirs) == 1
                else NodesRecords([AsteriskRecords(d) for d in log_dirs]))
     return Reconciler(records, CaseRepository(engine),
-                      directory, config.recordings_dir, clock=clock, settle_s=settle_s)
+                      directory, config.recordings_dir, clock=clock, settle_s=settle_s,
+                      vault=vault if vault is not None else config.vault())
 
 
 def reconcile_window(config, since: datetime, until: datetime, dry_run: bool = False,

@@ -15,6 +15,7 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,7 +83,9 @@ def ensure_root(root: Path, mirror: str | None = None, log=print) -> Path:
             "debootstrap", "--variant=minbase", "--include=" + ",".join(PACKAGES),
             "sid", str(staging), mirror,
         ]
-        result = subprocess.run(cmd, capture_output=True, text=True)
+        # A system tree: world-readable as Debian makes it, whatever umask the
+        # CLI runs with (it is 077 for the instance's own files).
+        result = subprocess.run(cmd, capture_output=True, text=True, umask=0o022)
         if result.returncode != 0:
             tail = "\n".join((result.stdout + result.stderr).splitlines()[-20:])
             raise SandboxError(f"debootstrap failed ({result.returncode}):\n{tail}")
@@ -130,14 +133,16 @@ def start_asterisk(root: Path, instance_dir: Path, mounts: list[Path]) -> Asteri
     conf = instance_dir / "etc" / "asterisk.conf"
     if not conf.is_file():
         raise SandboxError(f"{conf} is missing: render the config first")
-    lines = ["set -e"]
+    # Asterisk runs as root: without this, cdr.db, cel.db, its logs, AstDB and
+    # MixMonitor's recordings come out 0644, readable by every local user.
+    lines = ["set -e", "umask 077"]
     for host_dir in mounts:
         host_dir = host_dir.resolve()
         inner = root / str(host_dir).lstrip("/")
         lines.append(f"mkdir -p {_sh(inner)} && mount --bind {_sh(host_dir)} {_sh(inner)}")
     lines.append(f"mount -t proc proc {_sh(root / 'proc')}")
     lines.append(f"exec chroot {_sh(root)} /usr/sbin/asterisk -f -n -C {_sh(conf)}")
-    log_file = instance_dir / "log" / "console.log"
+    log_file = private_file(instance_dir / "log" / "console.log")
     pid = proc.spawn_detached(
         ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", "\n".join(lines)],
         log_file)
@@ -155,5 +160,52 @@ def running_asterisk(root: Path, instance_dir: Path) -> AsteriskProcess | None:
     return found if b"asterisk" in proc.cmdline(pid) and found.alive() else None
 
 
+def private_file(path: Path) -> Path:
+    """Create `path` (and its dir) if missing and make it 0600; returns it.
+
+    For a log that a launched process appends to: the shell that opens it for
+    the process would otherwise create it with the starter's umask.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    os.chmod(path, 0o600)
+    return path
+
+
 def _sh(path: Path | str) -> str:
     return shlex.quote(str(path))
+
+
+def name_the_host(root: Path) -> Path:
+    """Make the sandbox root's /etc/hosts name `localhost` and this machine's host name.
+
+    Without it glibc asks DNS for the host's own name -- pjproject does at
+    Asterisk's start, for IPv4 and IPv6, and Asterisk did on every call while
+    RTP was bound to 0.0.0.0 -- which waits out the resolver's whole timeout
+    when the name server does not answer (docs/security.md, SIP). Both
+    families are named: an IPv4-only entry still sends the IPv6 lookup to
+    DNS. The root is shared by every instance on the machine and read by
+    running ones: only a missing name is added, the lines already there are
+    kept, and the file is replaced atomically. Idempotent.
+    """
+    hosts = root / "etc" / "hosts"
+    try:
+        text = hosts.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        text = ""
+    known: dict[str, set[str]] = {"127.0.0.1": set(), "::1": set()}
+    for entry in text.splitlines():
+        fields = entry.split("#", 1)[0].split()
+        if fields:
+            known["::1" if ":" in fields[0] else "127.0.0.1"].update(fields[1:])
+    names = [name for name in dict.fromkeys(("localhost", socket.gethostname())) if name]
+    added = [f"{address}\t{' '.join(missing)}\n" for address, names_there in known.items()
+             if (missing := [name for name in names if name not in names_there])]
+    if added:
+        if text and not text.endswith("\n"):
+            text += "\n"
+        tmp = hosts.with_name(f".hosts.{os.getpid()}.tmp")
+        tmp.write_text(text + "".join(added), encoding="utf-8")
+        os.chmod(tmp, 0o644)  # a system file every resolver in the root reads; no secrets
+        tmp.replace(hosts)
+    return hosts

@@ -176,7 +176,7 @@ class HotlineService:
         add_reconcile_job(self.scheduler, build_reconciler(config, self.engine, clock=clock),
                           every=every, window=max(RECONCILE_WINDOW, every * 3),
                           first_delay=min(timedelta(seconds=30), every), clock=clock)
-        add_seal_job(self.scheduler, config.recordings_dir, self.vault)
+        add_seal_job(self.scheduler, config.recordings_dir, self.vault, self.engine)
         # Wound photos (docs/photos.md): an upload link by SMS to a caller on a
         # mobile once the case opens, and the case's phone view to the surgeon
         # who accepts; both off without a public console URL and an SMS sender.

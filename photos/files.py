@@ -3,7 +3,7 @@
 `<recordings dir>/photos/<case id>/<photo id>.jpg` and `...-thumb.jpg`, each
 sealed with the data key ring (vault/, purpose `photo:<case id>`), written to
 a temporary file, fsynced, renamed (a crash leaves the old file or the new
-one, never half of one), mode 0640. Without a vault (a test app with no key
+one, never half of one), mode 0600 (the instance's own user only). Without a vault (a test app with no key
 ring) the JPEG is written plain, as recordings were before sealing.
 """
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 from photos.rules import photo_purpose
 from vault import Vault, VaultError, seal_file
 
-FILE_MODE = 0o640
-DIR_MODE = 0o750
+FILE_MODE = 0o600
+DIR_MODE = 0o700
 
 
 class OutsidePhotos(Exception):

@@ -23,6 +23,9 @@ MAX_FILES_PER_POST = 6  # the page sends a few at a time; a link takes DEFAULT_M
 MAX_POST_BYTES = MAX_FILES_PER_POST * MAX_BYTES + 1024 * 1024
 MAX_NOTE = 500
 THUMB_SIDE = 320
+# Photos decoded at once per process: each 40 MP one holds ~160 MiB while it is
+# decoded and re-encoded (photos.images), so two bound that at ~320 MiB.
+MAX_DECODES = 2
 HEAD_BYTES = 32  # enough to tell the types apart
 
 # ISO BMFF major brands of HEIF still images (ISO/IEC 23008-12): HEVC-coded
@@ -47,6 +50,7 @@ class PhotoRefusal(str, enum.Enum):
     TOO_MANY_PIXELS = "too_many_pixels"
     UNREADABLE = "unreadable"
     EMPTY = "empty"
+    BUSY = "busy"  # every decoding slot stayed taken: send it again
 
     @property
     def words(self) -> tuple[str, str]:
@@ -62,6 +66,7 @@ _WORDS = {
                                    f"Too many pixels (at most {MAX_PIXELS // 1_000_000} MP)"),
     PhotoRefusal.UNREADABLE: ("照片已损坏，无法读取", "The photo is damaged and cannot be read"),
     PhotoRefusal.EMPTY: ("空文件", "Empty file"),
+    PhotoRefusal.BUSY: ("服务器繁忙，请稍后重新发送这张照片", "The server is busy; send this photo again shortly"),
 }
 
 

@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hotline.config import SURGEON_HOST
+
 logger = logging.getLogger(__name__)
 
 MODULE_DIR = "/usr/lib/baresip/modules"
@@ -68,15 +70,15 @@ class Event:
         return self.aor.split(":", 1)[-1].split("@", 1)[0]
 
 
-def _free_port() -> int:
-    """A loopback port free for both TCP and UDP (baresip listens on both for SIP)."""
+def _free_port(host: str = "127.0.0.1") -> int:
+    """A port on `host` free for both TCP and UDP (baresip listens on both for SIP)."""
     for _ in range(50):
         with socket.socket() as tcp:
-            tcp.bind(("127.0.0.1", 0))
+            tcp.bind((host, 0))
             port = tcp.getsockname()[1]
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
                 try:
-                    udp.bind(("127.0.0.1", port))
+                    udp.bind((host, port))
                 except OSError:
                     continue
                 return port
@@ -98,17 +100,30 @@ def make_speech_wav(path: Path, bursts: int = 30) -> Path:
     return path
 
 
+def trunk_phones(workdir: Path, numbers: list[str], port: int, name: str,
+                 host: str = SURGEON_HOST) -> "BaresipPhone":
+    """One baresip process for the phones behind the surgeons' trunk: an account per number.
+
+    It listens on the trunk's own address `host` (the hotline's surgeon_host):
+    the trunk is recognised by that source address, so phones elsewhere --
+    the callers on 127.0.0.1 -- could not speak for it.
+    """
+    return BaresipPhone(workdir, [PhoneAccount(n, host=host) for n in sorted(set(numbers))],
+                        sip_port=port, name=name, host=host)
+
+
 class BaresipPhone:
-    """A baresip process with one or more accounts, listening on `sip_port`."""
+    """A baresip process with one or more accounts, listening on `host`:`sip_port`."""
 
     def __init__(self, workdir: Path, accounts: list[PhoneAccount], sip_port: int = 0,
-                 name: str = "phone"):
+                 name: str = "phone", host: str = "127.0.0.1"):
         if shutil.which("baresip") is None:
             raise PhoneError("baresip is not installed (apt-get install baresip-core)")
         self.workdir = Path(workdir)
         self.accounts = accounts
+        self.host = host
         self._fixed_sip_port = bool(sip_port)
-        self.sip_port = sip_port or _free_port()
+        self.sip_port = sip_port or _free_port(host)
         self.ctrl_port = _free_port()
         self.name = name
         self.events: "queue.Queue[Event]" = queue.Queue()
@@ -133,7 +148,7 @@ class BaresipPhone:
                 logger.warning("%s: baresip did not start; trying new ports", self.name)
                 self.ctrl_port = _free_port()
                 if not self._fixed_sip_port:
-                    self.sip_port = _free_port()
+                    self.sip_port = _free_port(self.host)
         raise AssertionError("unreachable")
 
     def _start_once(self, timeout_s: float) -> "BaresipPhone":
@@ -141,7 +156,7 @@ class BaresipPhone:
         mic = make_speech_wav(self.workdir / "speech.wav")
         (self.workdir / "config").write_text("\n".join([
             "poll_method epoll",
-            f"sip_listen 127.0.0.1:{self.sip_port}",
+            f"sip_listen {self.host}:{self.sip_port}",
             f"audio_player aufile,{self.workdir / 'heard.wav'}",
             f"audio_source aufile,{mic}",
             f"audio_alert aufile,{self.workdir / 'alert.wav'}",

@@ -12,15 +12,16 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from testphones.baresip import BaresipPhone, Event, PhoneAccount
+from hotline.config import SURGEON_HOST
+from testphones.baresip import Event, trunk_phones
 
 
 class TrunkPhones:
     """Phones for `numbers` behind the surgeons' trunk, driven one step at a time."""
 
-    def __init__(self, workdir: Path, numbers: list[str], port: int) -> None:
-        self.phone = BaresipPhone(workdir, [PhoneAccount(n) for n in sorted(set(numbers))],
-                                  sip_port=port, name="trunk-phones")
+    def __init__(self, workdir: Path, numbers: list[str], port: int,
+                 host: str = SURGEON_HOST) -> None:
+        self.phone = trunk_phones(workdir, numbers, port, "trunk-phones", host)
         self.rings: list[str] = []
 
     def __enter__(self) -> "TrunkPhones":

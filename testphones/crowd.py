@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from testphones.baresip import BaresipPhone, PhoneAccount, PhoneError
+from hotline.config import SURGEON_HOST
+from testphones.baresip import BaresipPhone, PhoneAccount, PhoneError, trunk_phones
 
 
 @dataclass
@@ -33,9 +34,8 @@ class SurgeonBank:
     """
 
     def __init__(self, workdir: Path, numbers: list[str], port: int, plan: dict[str, str],
-                 say: Callable[[str], None] = lambda line: None):
-        self.phone = BaresipPhone(workdir, [PhoneAccount(n) for n in sorted(set(numbers))],
-                                  sip_port=port, name="surgeon-bank")
+                 say: Callable[[str], None] = lambda line: None, host: str = SURGEON_HOST):
+        self.phone = trunk_phones(workdir, numbers, port, "surgeon-bank", host)
         self.plan = dict(plan)
         self.say = say
         self.rings: list[Ring] = []

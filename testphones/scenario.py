@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from testphones.baresip import BaresipPhone, Event, PhoneAccount, PhoneError
+from hotline.config import SURGEON_HOST
+from testphones.baresip import BaresipPhone, Event, PhoneAccount, PhoneError, trunk_phones
 
 BEHAVIOURS = ("accept", "decline", "no-key", "ignore")
 
@@ -44,12 +45,11 @@ class SurgeonPhones:
 
     def __init__(self, workdir: Path, numbers: list[str], port: int, surgeons: list[str],
                  say: Callable[[str], None] = print, answer_delay_s: float = 0.5,
-                 hook: Callable[[str], None] = lambda event: None):
+                 hook: Callable[[str], None] = lambda event: None, host: str = SURGEON_HOST):
         for b in surgeons:
             if b not in BEHAVIOURS:
                 raise ValueError(f"unknown surgeon behaviour {b!r}; one of {', '.join(BEHAVIOURS)}")
-        self.phone = BaresipPhone(workdir, [PhoneAccount(n) for n in sorted(set(numbers))],
-                                  sip_port=port, name="surgeon-phones")
+        self.phone = trunk_phones(workdir, numbers, port, "surgeon-phones", host)
         self.script = list(surgeons) or ["accept"]
         self.say = say
         self.answer_delay_s = answer_delay_s
@@ -111,17 +111,19 @@ def place_call(*, workdir: Path, sip_port: int, number: str, password: str,
                surgeons: list[str], talk_s: float = 3.0, timeout_s: float = 120.0,
                hangup_in_menu: bool = False, press_gap_s: float = 0.3, press_after_s: float = 1.0,
                say: Callable[[str], None] = print,
-               hook: Callable[[str], None] = lambda event: None) -> CallResult:
+               hook: Callable[[str], None] = lambda event: None,
+               surgeon_host: str = SURGEON_HOST) -> CallResult:
     """Dial the hotline from `caller_number`, press `press`, and play the surgeons' script.
 
     The caller hangs up `talk_s` after being bridged, or when `timeout_s` runs
     out, or right after pressing when `hangup_in_menu`. `hook` hears the
     moments a test may want to break something at: "answered" (the hotline
-    answered the caller), "ring:<number>", "accepted:<number>".
+    answered the caller), "ring:<number>", "accepted:<number>". The surgeons'
+    phones listen on `surgeon_host`:`surgeon_port`, where the hotline's trunk points.
     """
     result = CallResult()
     surgeons_net = SurgeonPhones(workdir / "surgeons", surgeon_numbers, surgeon_port, surgeons,
-                                 say=say, hook=hook).start()
+                                 say=say, hook=hook, host=surgeon_host).start()
     caller = BaresipPhone(workdir / "caller", [PhoneAccount(
         caller_number, port=sip_port, auth_user="caller", password=password)], name="caller")
     try:

@@ -16,6 +16,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import OperationalError
 
 from db.session import make_engine, migrate
+from tests.support.db_helpers import pg_schema
 
 PG_ADMIN_URL = os.environ.get(
     "HOTLINE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -54,18 +55,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'hotline.db'}"
         return
-    base: URL = request.getfixturevalue("pg_database")
-    schema = f"t_{secrets.token_hex(6)}"
-    owner = create_engine(base)
-    with owner.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = base.update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with owner.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        owner.dispose()
+    with pg_schema(request.getfixturevalue("pg_database"), "t_") as url:
+        yield url
 
 
 @pytest.fixture

@@ -1,8 +1,9 @@
 """Encryption at rest for what patients said: call recordings, voicemails, case notes.
 
 AES-256-GCM (the `cryptography` package's AEAD; no home-made cipher) with keys
-kept outside the database, in a key ring file (`data.key` in the instance dir,
-mode 0600, or wherever `HOTLINE_DATA_KEY_FILE` points). One key per line,
+kept outside the database, in a key ring file (`<var_dir>-keys/<instance>/data.key`,
+beside the runtime dir and never inside the data it protects, mode 0600 in a
+0700 dir, or wherever `HOTLINE_DATA_KEY_FILE` points). One key per line,
 base64; the first line seals, every line opens, so a key is rotated by adding a
 new first line and re-sealing (docs/privacy.md).
 
@@ -150,7 +151,8 @@ def seal_file(path: Path, vault: Vault, purpose: bytes = RECORDING) -> bool:
     plain = vault.open(data, purpose)
     part = path.with_name(path.name + ".sealing")
     try:
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        # Readable by the instance's own user only, like everything it writes.
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as out:
             out.write(vault.seal(plain, purpose))
             out.flush()
@@ -159,6 +161,25 @@ def seal_file(path: Path, vault: Vault, purpose: bytes = RECORDING) -> bool:
     finally:
         part.unlink(missing_ok=True)
     return True
+
+
+def seal_case_audio(paths: Sequence[str | None], vault: Vault, root: Path) -> None:
+    """Seal a case's audio (its recording, its voicemail: `paths`, None skipped) in
+    place, each one that is a file under `root`. Tries them all, then raises the
+    first failure (the hourly sweep, `seal_tree`, tries again)."""
+    root = Path(root).resolve()
+    first: Exception | None = None
+    for value in paths:
+        if not value:
+            continue
+        try:
+            path = Path(value).resolve()
+            if path.is_relative_to(root) and path.is_file():
+                seal_file(path, vault)
+        except Exception as exc:
+            first = first or exc
+    if first is not None:
+        raise first
 
 
 # -- the key ring file ----------------------------------------------------------------
@@ -172,7 +193,7 @@ def load_keyring(path: Path, *, create: bool = True) -> list[bytes]:
     if not path.exists():
         if not create:
             raise FileNotFoundError(f"no data key ring at {path}")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _private_dir(path.parent)
         line = base64.b64encode(new_key()).decode("ascii") + "\n"
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -199,6 +220,43 @@ def load_keyring(path: Path, *, create: bool = True) -> list[bytes]:
     if not keys:
         raise ValueError(f"{path}: no key in the key ring")
     return keys
+
+
+def move_keyring(old: Path, new: Path) -> bool:
+    """Move a key ring from `old` to `new` once (`new` in a 0700 dir); True if moved.
+
+    Nothing happens when `old` is missing or `new` exists already. The ring is
+    linked (or copied, across file systems) into place before the old name is
+    removed, so a process starting at the same moment finds one ring or the
+    other, never none -- and never generates a second one.
+    """
+    old, new = Path(old), Path(new)
+    if not old.is_file() or new.exists():
+        return False
+    _private_dir(new.parent)
+    try:
+        os.link(old, new)
+    except FileExistsError:
+        return False
+    except OSError:  # another file system: copy, with the same O_EXCL guarantee
+        data = old.read_bytes()
+        try:
+            fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+    os.chmod(new, 0o600)
+    old.unlink(missing_ok=True)
+    return True
+
+
+def _private_dir(path: Path) -> None:
+    """Make `path` (and missing parents) a directory only its owner can enter."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
 
 
 def seal_tree(root: Path, vault: Vault, *, quiet_s: float, now: float) -> tuple[int, int]:

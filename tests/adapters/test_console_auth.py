@@ -139,3 +139,30 @@ def test_sign_out_ends_the_session_even_for_a_copied_cookie(app, engine):
     replay = app.test_client()
     replay.set_cookie("hotline_session", stolen)
     assert replay.get("/audit/").status_code == 302  # the copy died with the session
+
+
+def test_password_role_and_disable_end_only_that_accounts_sessions(engine):
+    from datetime import timedelta
+    seed_people(engine)
+    users = UserStore(engine, hash_method="pbkdf2:sha256:1000")
+    day = timedelta(hours=8)
+    uid = {name: users.by_username(name).id for name in ("head", "sup")}
+
+    def live(name: str, sid: str) -> bool:
+        return users.session_user(sid, day) == uid[name]
+
+    heads = [users.start_session(uid["head"]) for _ in range(2)]
+    sup = users.start_session(uid["sup"])
+    assert users.set_password("head", PASSWORD + "-new") == 2
+    assert not any(live("head", sid) for sid in heads) and live("sup", sup)
+    again = users.start_session(uid["head"])
+    assert users.set_role("head", UserRole.SUPERVISOR) == 1 and not live("head", again)
+    assert users.get(uid["head"]).role is UserRole.SUPERVISOR
+    with pytest.raises(UserError):
+        users.set_role("sup", UserRole.SURGEON)  # a surgeon's account names the surgeon
+    with pytest.raises(UserError):
+        users.set_role("nobody", UserRole.ADMIN)
+    assert live("sup", sup)  # refused changes end nothing
+    later = users.start_session(uid["head"])
+    assert users.set_disabled("head", True) == 1 and users.set_disabled("head", False) == 0
+    assert not live("head", later) and live("sup", sup)

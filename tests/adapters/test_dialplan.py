@@ -372,6 +372,34 @@ def test_pjsip_binds_to_loopback_only(rendered):
             assert keys.get("auth") and keys.get("context") == ["hotline-callers"]
 
 
+def test_no_endpoint_is_identified_by_a_name_the_request_carries(rendered):
+    """Issue 18 item 1: callers by their digest user, the trunk by its address, nobody by From."""
+    sections = _sections(rendered.files["pjsip.conf"])
+    general = dict(sections)["global"]
+    assert general["endpoint_identifier_order"] == ["auth_username,ip"]
+    endpoints = {name: keys for name, keys in sections if keys.get("type") == ["endpoint"]}
+    for name, keys in endpoints.items():
+        assert keys.get("identify_by") in (["auth_username"], ["ip"]), name
+        # RTP on the SIP address, never 0.0.0.0 (item 8; item 10's DNS lookups).
+        assert keys["media_address"] == ["127.0.0.1"] and keys["bind_rtp_to_media_address"] == ["yes"]
+    identifies = [keys for _, keys in sections if keys.get("type") == ["identify"]]
+    assert identifies == [{"type": ["identify"], "endpoint": ["surgeons"], "match": ["127.0.0.2"]}]
+    assert endpoints["surgeons"]["identify_by"] == ["ip"]
+    contacts = [keys["contact"] for name, keys in sections
+                if name == "surgeons" and keys.get("type") == ["aor"]]
+    assert contacts == [[f"sip:127.0.0.2:{PORTS.surgeon_phones}"]]
+    assert "icesupport = no" in rendered.files["rtp.conf"]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "trunk.example.org", "127.0.0.2:5070", "::1"])
+def test_the_trunk_address_is_an_ipv4_literal_other_than_the_callers(tmp_path, host):
+    with pytest.raises(ValueError):
+        render_all(menu=load_menu(MENUS["shipped"]), menu_source="m", instance="t", ports=PORTS,
+                   instance_dir=tmp_path / "i", prompts_dir=tmp_path / "p",
+                   recordings_dir=tmp_path / "r", agi_host="127.0.0.1", ami_secret="a",
+                   sip_secret="s", console_ami_secret="c", surgeon_host=host)
+
+
 def test_manager_binds_to_loopback_and_permits_loopback_only(rendered):
     sections = _sections(rendered.files["manager.conf"])
     general = dict(sections)["general"]

@@ -212,8 +212,9 @@ def with_photos(app):
 
 @pytest.fixture
 def app(seeded, recordings, clock):
+    # Links are built on the console's public address only (never the Host header).
     return with_photos(console_app(seeded, clock=clock, RECORDINGS_DIR=str(recordings),
-                                   DATA_KEYS=[KEY]))
+                                   DATA_KEYS=[KEY], CONSOLE_PUBLIC_URL="http://localhost"))
 
 
 @pytest.fixture
@@ -281,7 +282,7 @@ def test_a_caller_sends_photos_and_staff_see_them_sealed_and_audited(app, store,
     assert first.path == f"photos/C-1/{first.id}.jpg" and on_disk.is_file()
     raw = on_disk.read_bytes()
     assert raw.startswith(MAGIC) and b"\xff\xd8\xff" not in raw[:64]  # sealed, not a JPEG
-    assert stat.S_IMODE(os.stat(on_disk).st_mode) == 0o640
+    assert stat.S_IMODE(os.stat(on_disk).st_mode) == 0o600
     assert not list(recordings.rglob("*.part"))
 
     client = staff(app, "doc1")  # surgeon 1 was rung for C-1
@@ -562,4 +563,19 @@ def test_the_photo_sweep_seals_plain_photos_and_reseals_after_a_rotation(seeded,
     assert rotated.sealed_by_current_key(path.read_bytes())
     opened = read_photo(recordings, photo.path, "C-1", Vault([newer]))  # the old key is not needed
     assert opened.startswith(b"\xff\xd8\xff") and len(opened) == photo.bytes
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_a_photo_waits_for_a_decoding_slot_and_is_refused_as_busy_when_none_frees(monkeypatch):
+    from photos import images
+    monkeypatch.setattr(images, "DECODE_WAIT_S", 0.2)
+    taken = [images._DECODES.acquire(timeout=1) for _ in range(images.MAX_DECODES)]
+    try:
+        assert all(taken)
+        with pytest.raises(PhotoRejected) as refused:
+            process(jpeg())
+        assert refused.value.refusal is PhotoRefusal.BUSY and refused.value.refusal.words[1]
+    finally:
+        for _ in taken:
+            images._DECODES.release()
+    assert process(jpeg()).width == 640  # a slot free again: decoded as before

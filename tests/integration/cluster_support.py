@@ -109,7 +109,7 @@ class CallStream:
         media = layout.base_port + 60
         (wd / "calls.csv").write_text("SEQUENTIAL\n" + "".join(f"96608;{c};{self.key}\n" for c in self.callers))
         self._surgeon = subprocess.Popen(
-            [SIPP, "-sf", str(SIPP_DIR / "surgeon.xml"), "-i", "127.0.0.1",
+            [SIPP, "-sf", str(SIPP_DIR / "surgeon.xml"), "-i", layout.config(layout.nodes[0]).surgeon_host,
              "-p", str(layout.surgeon_phones_port), "-mp", str(media + 100),
              "-set", "accept_ms", "300", "-set", "talk_ms", str(self.talk_ms),
              "-trace_stat", "-stf", str(wd / "surgeon_stat.csv"), "-fd", "1",

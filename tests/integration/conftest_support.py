@@ -116,7 +116,7 @@ class Hotline:
             number="96608", password=self.config.sip_secret(), caller_number=caller,
             press=press, surgeon_port=self.config.ports.surgeon_phones,
             surgeon_numbers=self.phones, surgeons=surgeons.split(","),
-            say=lambda line: None, **kwargs)
+            surgeon_host=self.config.surgeon_host, say=lambda line: None, **kwargs)
         return result, started
 
     def case_for(self, caller: str, since: datetime, timeout_s: float = 20.0,
@@ -229,6 +229,8 @@ def running_hotline(name: str, ports: dict[str, int], *, what: str = "integratio
         instance.stop_asterisk(config)
         if not os.environ.get("HOTLINE_KEEP_TEST_DIR"):
             shutil.rmtree(var_dir, ignore_errors=True)
+            # The default key ring lives beside the runtime dir, not in it.
+            shutil.rmtree(config.data_key_path.parent.parent, ignore_errors=True)
 
 
 class LogTail:

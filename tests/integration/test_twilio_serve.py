@@ -79,6 +79,8 @@ def var_dir() -> Iterator[Path]:
         engine.dispose()
     yield path
     shutil.rmtree(path, ignore_errors=True)
+    # The default key ring lives beside the runtime dir (hotline/config.py data_key_path).
+    shutil.rmtree(path.parent / (path.name + "-keys"), ignore_errors=True)
 
 
 def _post(port: int, path: str, params: dict[str, str], signature: str | None):

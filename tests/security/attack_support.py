@@ -39,8 +39,11 @@ class AmiSession:
     see exactly what Asterisk answers, not what our client makes of it.
     """
 
-    def __init__(self, port: int, host: str = "127.0.0.1", timeout_s: float = 10.0):
-        self.sock = socket.create_connection((host, port), timeout=timeout_s)
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout_s: float = 10.0,
+                 source: str | None = None):
+        # `source`: the local address to speak from (an attacker's own, never 127.0.0.1).
+        self.sock = socket.create_connection((host, port), timeout=timeout_s,
+                                             source_address=(source, 0) if source else None)
         self.file = self.sock.makefile("rb")
         self.banner = self.file.readline().decode("utf-8", "replace").strip()
         self._seq = 0
@@ -170,15 +173,22 @@ class SippRun:
 
 def run_sipp(sip_port: int, local_port: int, scenario: str, workdir: Path, *,
              keys: dict[str, str], auth: tuple[str, str] | None = None, calls: int = 1,
-             rate: int = 10, timeout_s: int = 20) -> SippRun:
-    """Run one SIPp scenario of tests/security/sipp against the instance; wait for it."""
+             rate: int = 10, timeout_s: int = 20, local_ip: str = "127.0.0.1",
+             inf: Path | None = None) -> SippRun:
+    """Run one SIPp scenario of tests/security/sipp against the instance; wait for it.
+
+    `local_ip` is the attacker's address (any of 127/8 on one machine); `inf`
+    a SIPp injection file (CSV: fields [field0].. per call).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     messages = workdir / "messages.log"
     cmd = ["sipp", f"127.0.0.1:{sip_port}", "-sf", str(SIPP_DIR / scenario),
-           "-i", "127.0.0.1", "-p", str(local_port), "-mp", str(local_port + 20),
+           "-i", local_ip, "-p", str(local_port), "-mp", str(local_port + 20),
            "-m", str(calls), "-r", str(rate), "-nostdin",
            "-timeout", f"{timeout_s}s", "-timeout_error",
            "-trace_msg", "-message_file", str(messages)]
+    if inf is not None:
+        cmd += ["-inf", str(inf)]
     for key, value in keys.items():
         cmd += ["-key", key, value]
     if auth is not None:

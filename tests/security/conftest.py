@@ -21,6 +21,7 @@ if str(_INTEGRATION) not in sys.path:
 from conftest_support import Hotline, running_hotline  # noqa: E402
 
 from attack_support import PORTS  # noqa: E402
+from demo_support import running_demo  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -37,3 +38,10 @@ def line(hotline: Hotline) -> Iterator[Hotline]:
     hotline.workdir.mkdir(parents=True, exist_ok=True)
     yield hotline
     assert hotline.wait_no_channels() == 0, "channels left in Asterisk after the attack"
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory) -> Iterator[Hotline]:
+    """The demo as `hotline up` runs it, with production's logging (demo_support.py)."""
+    with running_demo(tmp_path_factory.mktemp("demo-phones")) as line:
+        yield line

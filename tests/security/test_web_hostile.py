@@ -16,26 +16,20 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import re
-import secrets
-import socket
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from html.parser import HTMLParser
-from pathlib import Path
 from urllib.parse import quote, quote_from_bytes, urljoin, urlsplit
 
 import pytest
 import requests
-from sqlalchemy import Engine, create_engine, func, select, text, update
-from sqlalchemy.engine import URL
+from sqlalchemy import Engine, func, select, update
 
 from db.models import Base, PartnerHospitalRow
-from db.session import make_engine, migrate
-from tests.integration.browser_support import Console, start_console
-from tests.security.web_world import WATCHED, World, build_world
-from tests.support.console import PASSWORD, console_app
+from tests.security.web_live import LiveConsole, database, world_console  # noqa: F401 (fixture)
+from tests.security.web_world import WATCHED
+from tests.support.console import console_app
 
 # -- the hostile inputs ---------------------------------------------------------------
 
@@ -66,91 +60,23 @@ LEAKS = (b"Traceback", b"File \"/", b"site-packages", b"sqlalchemy.", b"psycopg.
 PORTS = range(37080, 37120)
 
 
-# -- the console process ----------------------------------------------------------------
+# -- the console process (tests/security/web_live.py) ---------------------------------------
 
 
 @dataclass
-class Live:
-    console: Console
-    engine: Engine
-    world: World
-    sessions: dict[str, requests.Session]
-    log: Path
+class Live(LiveConsole):
     forms: list["Form"] = field(default_factory=list)
     operations: list["Operation"] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)  # GET pages with an id in them
 
-    @property
-    def url(self) -> str:
-        return self.console.base_url
-
-
-def _port() -> int:
-    for port in PORTS:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError(f"no free port in {PORTS}")
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def database(request, tmp_path_factory) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('webdb') / 'hotline.db'}"
-        return
-    base: URL = request.getfixturevalue("pg_database")
-    schema = f"w_{secrets.token_hex(6)}"
-    owner = create_engine(base)
-    with owner.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield base.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
-            hide_password=False)
-    finally:
-        with owner.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        owner.dispose()
-
 
 @pytest.fixture(scope="module")
 def live(database, tmp_path_factory) -> Iterator[Live]:
-    var = tmp_path_factory.mktemp("webvar")
-    instance = "webhostile"
-    recordings = var / "recordings" / instance
-    recordings.mkdir(parents=True)
-    migrate(database)
-    engine = make_engine(database)
-    world = build_world(engine, recordings)
-    env = {key: value for key, value in os.environ.items()
-           if key not in ("HOTLINE_CONFIG", "HOTLINE_DATABASE_URL")}
-    env.update({"HOTLINE_VAR_DIR": str(var), "HOTLINE_INSTANCE": instance,
-                "HOTLINE_DATABASE_URL": database, "HOTLINE_CONSOLE_INSECURE_COOKIES": "1",
-                "HOTLINE_LOG_LEVEL": "INFO"})
-    log = var / "console.log"
-    console = start_console(env, _port(), log)
-    try:
-        sessions = {who: _signed_in(console.base_url, who) for who in ("admin", "head", "doc1")}
-        found = Live(console, engine, world, sessions, log)
+    with world_console(database, tmp_path_factory, "webhostile", PORTS) as running:
+        found = Live(**{f.name: getattr(running, f.name) for f in fields(LiveConsole)})
         _more_forms(found)
         _discover(found)
         yield found
-    finally:
-        console.stop()
-        engine.dispose()
-
-
-def _signed_in(base: str, username: str) -> requests.Session:
-    session = requests.Session()
-    page = session.get(base + "/login", timeout=30)
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
-    answer = session.post(base + "/login", data={"username": username, "password": PASSWORD,
-                                                 "csrf_token": token},
-                          allow_redirects=False, timeout=30)
-    assert answer.status_code == 302, answer.text[:300]
-    return session
 
 
 # -- finding every form and every API field ------------------------------------------------

@@ -132,3 +132,11 @@ def test_an_existing_secret_is_read_not_replaced(tmp_path):
     config.instance_dir.mkdir(parents=True)
     (config.instance_dir / "ami.secret").write_text("kept-secret\n")
     assert config.ami_secret() == "kept-secret"
+
+
+def test_the_surgeons_host_is_an_ipv4_address():
+    assert load_config(env={}).surgeon_host == "127.0.0.2"
+    assert load_config(env={"HOTLINE_SURGEON_HOST": " 10.1.2.3 "}).surgeon_host == "10.1.2.3"
+    for bad in ("trunk.example.org", "::1", "10.1.2.3:5070"):
+        with pytest.raises(ValueError, match="surgeon_host"):
+            load_config(env={"HOTLINE_SURGEON_HOST": bad})

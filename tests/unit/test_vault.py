@@ -81,7 +81,7 @@ def test_rotation_old_keys_open_and_files_are_resealed_with_the_new_key(tmp_path
     with pytest.raises(VaultError):
         read_recording(recording, Vault([old]))  # the old key alone no longer opens it
     assert read_recording(recording, Vault([new])) == wav_bytes()
-    assert stat.S_IMODE(recording.stat().st_mode) == 0o640
+    assert stat.S_IMODE(recording.stat().st_mode) == 0o600
     assert list(tmp_path.iterdir()) == [recording]  # no .sealing leftovers
 
 
